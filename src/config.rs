@@ -1,0 +1,391 @@
+//! TOML configuration: the Go hmac-file-server's top-level keys, plus ours.
+//!
+//! Every key has a default; unknown or mistyped keys are errors that name the key,
+//! because a silently ignored typo in a security setting is worse than a failed start.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// A size in bytes: an integer, or a string such as "64KB", "1GB", "512 MiB".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    #[serde(rename = "ListenPort")]
+    pub listen_port: String,
+    #[serde(rename = "UnixSocket")]
+    pub unix_socket: bool,
+    #[serde(rename = "Secret")]
+    pub secret: String,
+    #[serde(rename = "StoreDir")]
+    pub store_dir: PathBuf,
+    #[serde(rename = "UploadSubDir")]
+    pub upload_sub_dir: String,
+    #[serde(rename = "LogLevel")]
+    pub log_level: String,
+    #[serde(rename = "LogFile")]
+    pub log_file: String,
+    #[serde(rename = "MaxRetries")]
+    pub max_retries: u32,
+    #[serde(rename = "RetryDelay")]
+    pub retry_delay: u64,
+    #[serde(rename = "MetricsEnabled")]
+    pub metrics_enabled: bool,
+    #[serde(rename = "MetricsPort")]
+    pub metrics_port: String,
+    #[serde(rename = "ChunkSize")]
+    pub chunk_size: ByteSize,
+    #[serde(rename = "UploadMaxSize")]
+    pub upload_max_size: ByteSize,
+    #[serde(rename = "MaxBytesPerSecond")]
+    pub max_bytes_per_second: ByteSize,
+    #[serde(rename = "RedisAddr")]
+    pub redis_addr: String,
+    #[serde(rename = "RedisPassword")]
+    pub redis_password: String,
+    #[serde(rename = "RedisDB")]
+    pub redis_db: u32,
+    #[serde(rename = "FallbackEnabled")]
+    pub fallback_enabled: bool,
+    #[serde(rename = "FallbackDBType")]
+    pub fallback_db_type: String,
+    #[serde(rename = "FallbackDBHost")]
+    pub fallback_db_host: String,
+    #[serde(rename = "FallbackDBUser")]
+    pub fallback_db_user: String,
+    #[serde(rename = "FallbackDBPassword")]
+    pub fallback_db_password: String,
+    #[serde(rename = "FallbackDBName")]
+    pub fallback_db_name: String,
+    #[serde(rename = "GracefulShutdownTimeout")]
+    pub graceful_shutdown_timeout: u64,
+
+    // ---- keys of our own ----
+    /// Permissions of the Unix socket (with `UnixSocket = true`), e.g. 0o660.
+    #[serde(rename = "UnixSocketMode")]
+    pub unix_socket_mode: u32,
+    /// Worker threads, each with its own io_uring runtime and listener; 0 = one per core.
+    #[serde(rename = "Workers")]
+    pub workers: usize,
+    /// fsync file and directory before answering 201 (the durability promise).
+    #[serde(rename = "SyncWrites")]
+    pub sync_writes: bool,
+    /// Largest request head (request line + headers) accepted; above it 431.
+    #[serde(rename = "MaxHeaderBytes")]
+    pub max_header_bytes: ByteSize,
+    /// Longest request target accepted; above it 414.
+    #[serde(rename = "MaxUrlBytes")]
+    pub max_url_bytes: ByteSize,
+    /// Seconds a client may take to send a complete request head (408 after).
+    #[serde(rename = "HeaderTimeout")]
+    pub header_timeout: u64,
+    /// Seconds an upload body may stall without a single byte arriving (408 after).
+    #[serde(rename = "BodyTimeout")]
+    pub body_timeout: u64,
+    /// Seconds an idle keep-alive connection is kept open.
+    #[serde(rename = "IdleTimeout")]
+    pub idle_timeout: u64,
+    /// Seconds an opened download stays cached per worker; 0 disables the cache.
+    #[serde(rename = "OpenFileCacheSeconds")]
+    pub open_file_cache_seconds: u64,
+    /// Most files each worker keeps open in that cache.
+    #[serde(rename = "OpenFileCacheEntries")]
+    pub open_file_cache_entries: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen_port: ":8080".into(),
+            unix_socket: false,
+            secret: String::new(),
+            store_dir: PathBuf::from("/var/lib/hmac-file-server"),
+            upload_sub_dir: "upload".into(),
+            log_level: "info".into(),
+            log_file: String::new(),
+            max_retries: 3,
+            retry_delay: 2,
+            metrics_enabled: false,
+            metrics_port: ":9090".into(),
+            chunk_size: ByteSize(1 << 20),
+            upload_max_size: ByteSize(1 << 30),
+            max_bytes_per_second: ByteSize(0),
+            redis_addr: String::new(),
+            redis_password: String::new(),
+            redis_db: 0,
+            fallback_enabled: false,
+            fallback_db_type: "postgres".into(),
+            fallback_db_host: "127.0.0.1:5432".into(),
+            fallback_db_user: String::new(),
+            fallback_db_password: String::new(),
+            fallback_db_name: String::new(),
+            graceful_shutdown_timeout: 10,
+            unix_socket_mode: 0o660,
+            workers: 0,
+            sync_writes: true,
+            max_header_bytes: ByteSize(16 << 10),
+            max_url_bytes: ByteSize(8 << 10),
+            header_timeout: 30,
+            body_timeout: 60,
+            idle_timeout: 75,
+            open_file_cache_seconds: 1,
+            open_file_cache_entries: 4096,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parse and validate TOML text (the path in errors is left empty).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.secret.is_empty() {
+            return invalid(
+                "Secret",
+                "must not be empty: it is the HMAC key shared with the XMPP server",
+            );
+        }
+        if self.store_dir.as_os_str().is_empty() {
+            return invalid("StoreDir", "must not be empty");
+        }
+        if self.upload_sub_dir.contains(['\\', '?', '#', '%']) || self.upload_sub_dir.split('/').any(|s| s == "..") {
+            return invalid("UploadSubDir", "must be a plain URL path segment such as \"upload\"");
+        }
+        if !["debug", "info", "warn", "error"].contains(&self.log_level.to_ascii_lowercase().as_str()) {
+            return invalid("LogLevel", "must be one of debug, info, warn, error");
+        }
+        if self.chunk_size.0 < 4096 || self.chunk_size.0 > (64 << 20) {
+            return invalid("ChunkSize", "must be between 4KB and 64MB");
+        }
+        if self.upload_max_size.0 == 0 {
+            return invalid("UploadMaxSize", "must be above 0");
+        }
+        if self.max_header_bytes.0 < 1024 || self.max_header_bytes.0 > (1 << 20) {
+            return invalid("MaxHeaderBytes", "must be between 1KB and 1MB");
+        }
+        if self.max_url_bytes.0 < 256 || self.max_url_bytes.0 > self.max_header_bytes.0 {
+            return invalid("MaxUrlBytes", "must be at least 256 bytes and at most MaxHeaderBytes");
+        }
+        if !self.unix_socket {
+            self.listen_addr()?;
+        } else if self.listen_port.trim().is_empty() {
+            return invalid("ListenPort", "with UnixSocket = true it must be the socket's path");
+        }
+        if self.unix_socket_mode > 0o777 {
+            return invalid("UnixSocketMode", "must be a permission mode such as 0o660");
+        }
+        for (key, value) in [
+            ("HeaderTimeout", self.header_timeout),
+            ("BodyTimeout", self.body_timeout),
+            ("IdleTimeout", self.idle_timeout),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1 second");
+            }
+        }
+        if self.open_file_cache_entries == 0 || self.open_file_cache_entries > 100_000 {
+            return invalid("OpenFileCacheEntries", "must be between 1 and 100000");
+        }
+        if !["postgres", "mysql"].contains(&self.fallback_db_type.as_str()) {
+            return invalid("FallbackDBType", "must be \"postgres\" or \"mysql\"");
+        }
+        Ok(())
+    }
+
+    /// `ListenPort` as a socket address: ":8080" means every IPv4 address (the Go convention),
+    /// "8080" likewise, "host:port" and "[::1]:8080" as written.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        parse_listen(&self.listen_port).ok_or_else(|| ConfigError::Invalid {
+            key: "ListenPort",
+            message: format!("{:?} is not \":port\" or \"host:port\"", self.listen_port),
+        })
+    }
+
+    /// The URL prefix uploads and downloads live under, with leading and trailing slash.
+    pub fn url_prefix(&self) -> String {
+        let trimmed = self.upload_sub_dir.trim_matches('/');
+        if trimmed.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("/{trimmed}/")
+        }
+    }
+
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+fn parse_listen(s: &str) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let s = s.trim();
+    let full = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if s.chars().all(|c| c.is_ascii_digit()) {
+        format!("0.0.0.0:{s}")
+    } else {
+        s.to_owned()
+    };
+    full.to_socket_addrs().ok()?.next()
+}
+
+/// Parse "64KB", "1 GiB", "1048576": decimal and binary units both mean powers of 1024,
+/// as the Go server's users expect ("1GB" is a gigabyte of upload, not 10^9 bytes).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size in bytes: a non-negative integer or a string like \"64KB\" or \"1GB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_size(v)
+                    .map(ByteSize)
+                    .ok_or_else(|| E::custom(format!("{v:?} is not a size like \"64KB\" or \"1GB\"")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_a_secret() {
+        let c = Config::parse("Secret = \"x\"").unwrap();
+        assert_eq!(c.listen_addr().unwrap().port(), 8080);
+        assert_eq!(c.url_prefix(), "/upload/");
+        assert_eq!(c.chunk_size, ByteSize(1 << 20));
+        assert!(c.sync_writes);
+    }
+
+    #[test]
+    fn empty_secret_is_named() {
+        let e = Config::parse("").unwrap_err().to_string();
+        assert!(e.contains("Secret"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("Secret = \"x\"\nListenPortt = \":1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ListenPortt"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = Config::parse("Secret = \"x\"\nUnixSocket = \"yes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("UnixSocket"), "{e}");
+    }
+
+    #[test]
+    fn sizes_accept_integers_and_units() {
+        assert_eq!(parse_size("64KB"), Some(65536));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("1 MiB"), Some(1 << 20));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_size("12XB"), None);
+        assert_eq!(parse_size("99999999999TB"), None);
+        let c = Config::parse("Secret = \"x\"\nUploadMaxSize = \"10MB\"\nChunkSize = 65536").unwrap();
+        assert_eq!(c.upload_max_size, ByteSize(10 << 20));
+        assert_eq!(c.chunk_size, ByteSize(65536));
+        let e = Config::parse("Secret = \"x\"\nUploadMaxSize = -5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("UploadMaxSize"), "{e}");
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen(":9000").unwrap().to_string(), "0.0.0.0:9000");
+        assert_eq!(parse_listen("127.0.0.1:80").unwrap().to_string(), "127.0.0.1:80");
+        assert_eq!(parse_listen("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert!(parse_listen("nonsense").is_none());
+    }
+
+    #[test]
+    fn sub_dir_forms() {
+        let c = Config::parse("Secret = \"x\"\nUploadSubDir = \"/files/\"").unwrap();
+        assert_eq!(c.url_prefix(), "/files/");
+        let c = Config::parse("Secret = \"x\"\nUploadSubDir = \"\"").unwrap();
+        assert_eq!(c.url_prefix(), "/");
+        assert!(Config::parse("Secret = \"x\"\nUploadSubDir = \"../x\"").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! One client connection: its buffers, reading request heads and bodies under timeouts,
+//! and writing responses. Handlers in `upload` and `download` work through it.
+
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use crate::error::{Error, Result};
+use crate::http::{self, chunked, response, Head};
+use crate::server::Shared;
+use crate::storage::Upload;
+
+/// Initial read buffer: enough for a typical request head, small enough that thousands of
+/// idle keep-alive connections stay cheap. It grows up to `MaxHeaderBytes` only when needed.
+const INITIAL_READ_BUF: usize = 4096;
+/// Responses to pipelined requests are held back until this much is queued.
+const MAX_QUEUED_OUTPUT: usize = 64 * 1024;
+/// After an error we stop reading requests but drain what the client still sends for a
+/// while, so closing does not reset the connection before it has read our answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
+
+pub struct Conn<'a, S> {
+    pub shared: &'a Shared,
+    stream: S,
+    /// Bytes received but not yet consumed: the rest of a head, a body, pipelined requests.
+    rbuf: Vec<u8>,
+    /// Response bytes not yet written.
+    pub wbuf: Vec<u8>,
+}
+
+/// What a handled request amounted to, for the access log.
+pub struct Outcome {
+    pub status: u16,
+    pub bytes: u64,
+}
+
+impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
+    pub fn new(shared: &'a Shared, stream: S) -> Self {
+        Conn {
+            shared,
+            stream,
+            rbuf: Vec::with_capacity(INITIAL_READ_BUF),
+            wbuf: Vec::new(),
+        }
+    }
+
+    /// Whether this response is the connection's last: the client asked, or we are draining.
+    pub fn closing(&self, head: &Head) -> bool {
+        head.close || self.shared.shutdown.is_requested()
+    }
+
+    /// Append to `rbuf` from the socket, at most `max` bytes. Ok(0) is end of stream.
+    async fn fill(&mut self, max: usize, deadline: Instant, what: &'static str) -> Result<usize> {
+        let len = self.rbuf.len();
+        if self.rbuf.capacity() == len {
+            self.rbuf.reserve(len.max(INITIAL_READ_BUF));
+        }
+        let end = (len + max).min(self.rbuf.capacity());
+        let buf = std::mem::take(&mut self.rbuf).slice_mut(len..end);
+        match monoio::time::timeout_at(deadline.into(), self.stream.read(buf)).await {
+            Ok((res, buf)) => {
+                self.rbuf = buf.into_inner();
+                Ok(res?)
+            }
+            Err(_) => Err(Error::Timeout(what)),
+        }
+    }
+
+    /// Read the next request head. Ok(None): the client closed or idled out between requests.
+    pub async fn read_head(&mut self) -> Result<Option<Head>> {
+        let cfg = &self.shared.config;
+        let limits = self.shared.limits;
+        let idle_deadline = Instant::now() + Duration::from_secs(cfg.idle_timeout);
+        let mut head_deadline = None;
+        loop {
+            if !self.rbuf.is_empty() {
+                head_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(cfg.header_timeout));
+                if let Some((head, n)) = http::parse_head(&self.rbuf, limits)? {
+                    self.rbuf.drain(..n);
+                    return Ok(Some(head));
+                }
+            }
+            let room = limits.max_head.saturating_sub(self.rbuf.len()).max(1);
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            match self.fill(room, deadline, "request head").await {
+                Ok(0) if self.rbuf.is_empty() => return Ok(None),
+                Ok(0) => return Err(Error::BadRequest("connection closed inside the request head".into())),
+                Ok(_) => {}
+                Err(Error::Timeout(_)) if head_deadline.is_none() => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn body_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.shared.config.body_timeout)
+    }
+
+    /// Stream a `Content-Length` body of `len` bytes into `upload`, a chunk at a time: socket
+    /// reads land directly in the chunk buffer, each full buffer is one write through the ring.
+    pub async fn body_to_file(&mut self, upload: &Upload<'_>, len: u64) -> Result<()> {
+        let cap = (self.shared.config.chunk_size.0.min(len)) as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(cap);
+        let mut pos = 0u64;
+        let mut left = len;
+        // Body bytes that arrived together with the head.
+        while left > 0 && !self.rbuf.is_empty() {
+            let take = self.rbuf.len().min(left as usize).min(cap - buf.len());
+            buf.extend_from_slice(&self.rbuf[..take]);
+            self.rbuf.drain(..take);
+            left -= take as u64;
+            if buf.len() == cap || left == 0 {
+                buf = flush(upload, buf, &mut pos).await?;
+            }
+        }
+        while left > 0 {
+            let have = buf.len();
+            let want = (cap - have).min(usize::try_from(left).unwrap_or(usize::MAX));
+            let slice = buf.slice_mut(have..have + want);
+            let (res, slice) =
+                match monoio::time::timeout_at(self.body_deadline().into(), self.stream.read(slice)).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(Error::Timeout("request body")),
+                };
+            buf = slice.into_inner();
+            match res? {
+                0 => return Err(Error::Truncated),
+                n => left -= n as u64,
+            }
+            if buf.len() == cap || left == 0 {
+                buf = flush(upload, buf, &mut pos).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stream a chunked body into `upload`; returns its decoded size. Above `max` bytes: 413.
+    pub async fn chunked_to_file(&mut self, upload: &Upload<'_>, max: u64) -> Result<u64> {
+        let cap = self.shared.config.chunk_size.0 as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(cap.min(64 * 1024));
+        let mut pos = 0u64;
+        let mut total = 0u64;
+        let mut decoder = chunked::Decoder::default();
+        loop {
+            if !self.rbuf.is_empty() {
+                let used = decoder.feed(&self.rbuf, &mut |data| {
+                    total += data.len() as u64;
+                    if total > max {
+                        return Err(Error::TooLarge { size: total, max });
+                    }
+                    buf.extend_from_slice(data);
+                    Ok(())
+                })?;
+                self.rbuf.drain(..used);
+                if buf.len() >= cap || (decoder.is_done() && !buf.is_empty()) {
+                    buf = flush(upload, buf, &mut pos).await?;
+                }
+                if decoder.is_done() {
+                    return Ok(total);
+                }
+            }
+            let room = self.rbuf.capacity().max(INITIAL_READ_BUF * 4) - self.rbuf.len();
+            let deadline = self.body_deadline();
+            if self.fill(room, deadline, "request body").await? == 0 {
+                return Err(Error::Truncated);
+            }
+        }
+    }
+
+    pub async fn send_continue(&mut self) -> Result<()> {
+        self.wbuf.extend_from_slice(response::CONTINUE);
+        self.flush().await
+    }
+
+    /// Write everything queued in `wbuf`.
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.wbuf);
+        let (res, mut buf) = self.stream.write_all(buf).await;
+        buf.clear();
+        self.wbuf = buf;
+        res?;
+        Ok(())
+    }
+
+    /// Flush unless more pipelined requests are already waiting and little output is queued.
+    pub async fn flush_if_idle(&mut self) -> Result<()> {
+        if self.rbuf.is_empty() || self.wbuf.len() >= MAX_QUEUED_OUTPUT {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Write a buffer that is not `wbuf` (file data), returning it for reuse.
+    pub async fn write_all<B: IoBuf + 'static>(&mut self, buf: B) -> (Result<()>, B) {
+        let (res, buf) = self.stream.write_all(buf).await;
+        (res.map(|_| ()).map_err(Error::Io), buf)
+    }
+
+    /// Close after an error: flush the answer, stop sending, and discard what the client still
+    /// sends for a moment, so the kernel does not reset the connection under our response.
+    pub async fn linger_close(mut self) {
+        if self.flush().await.is_err() {
+            return;
+        }
+        let _ = self.stream.shutdown().await;
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        let mut buf = vec![0u8; 16 * 1024];
+        while discarded < LINGER_BYTES {
+            match monoio::time::timeout_at(deadline.into(), self.stream.read(buf)).await {
+                Ok((Ok(n), b)) if n > 0 => {
+                    discarded += n;
+                    buf = b;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+async fn flush(upload: &Upload<'_>, buf: Vec<u8>, pos: &mut u64) -> Result<Vec<u8>> {
+    let n = buf.len() as u64;
+    let (res, mut buf) = upload.write_at(buf, *pos).await;
+    res?;
+    *pos += n;
+    buf.clear();
+    Ok(buf)
+}

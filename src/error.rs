@@ -1,0 +1,77 @@
+//! Request errors, and the one place that maps them to HTTP statuses.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Framing that could desynchronise us from a proxy in front: answer and close.
+    #[error("ambiguous framing: {0}")]
+    Smuggling(&'static str),
+    #[error("bad path: {0}")]
+    BadPath(#[from] crate::path::PathError),
+    #[error("body shorter than Content-Length")]
+    Truncated,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request timed out: {0}")]
+    Timeout(&'static str),
+    #[error("target exists or an upload to it is in progress")]
+    Conflict,
+    #[error("Content-Length required")]
+    LengthRequired,
+    #[error("size {size} above UploadMaxSize {max}")]
+    TooLarge { size: u64, max: u64 },
+    #[error("URL too long")]
+    UriTooLong,
+    #[error("expectation not supported")]
+    ExpectationFailed,
+    #[error("request head too large")]
+    HeadTooLarge,
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+    #[error("HTTP version not supported")]
+    VersionNotSupported,
+    #[error("not enough disk space")]
+    InsufficientStorage,
+    #[error("storage I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) | Error::Smuggling(_) | Error::BadPath(_) | Error::Truncated => 400,
+            Error::Forbidden(_) => 403,
+            Error::NotFound => 404,
+            Error::MethodNotAllowed => 405,
+            Error::Timeout(_) => 408,
+            Error::Conflict => 409,
+            Error::LengthRequired => 411,
+            Error::TooLarge { .. } => 413,
+            Error::UriTooLong => 414,
+            Error::ExpectationFailed => 417,
+            Error::HeadTooLarge => 431,
+            Error::Io(_) => 500,
+            Error::NotImplemented(_) => 501,
+            Error::VersionNotSupported => 505,
+            Error::InsufficientStorage => 507,
+        }
+    }
+
+    /// Whether the connection must close after the error response: whenever the framing is
+    /// in doubt or a request body may be left unread on the wire.
+    pub fn must_close(&self) -> bool {
+        !matches!(
+            self,
+            Error::Forbidden(_) | Error::NotFound | Error::MethodNotAllowed | Error::Conflict
+        )
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,137 @@
+//! Response heads, written straight into a byte buffer.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        _ => "Unknown",
+    }
+}
+
+pub const ALLOW: &str = "GET, HEAD, PUT, OPTIONS";
+
+/// Headers every response carries: browsers (Converse.js) upload cross-origin, and nothing we
+/// serve should ever be interpreted as active content of our origin.
+const COMMON: &str = "Access-Control-Allow-Origin: *\r\n\
+Access-Control-Allow-Methods: GET, HEAD, PUT, OPTIONS\r\n\
+Access-Control-Allow-Headers: Authorization, Content-Type\r\n\
+Access-Control-Expose-Headers: Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified\r\n\
+Access-Control-Max-Age: 86400\r\n\
+X-Content-Type-Options: nosniff\r\n\
+Content-Security-Policy: default-src 'none'\r\n";
+
+thread_local! {
+    /// (unix second, formatted Date header line): formatting once a second per thread.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+fn with_date(f: impl FnOnce(&str)) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != secs || cell.1.is_empty() {
+            *cell = (secs, httpdate::fmt_http_date(now));
+        }
+        f(&cell.1);
+    });
+}
+
+/// Builder for one response head. `out` may already hold earlier pipelined responses.
+pub struct ResponseHead<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> ResponseHead<'a> {
+    pub fn new(out: &'a mut Vec<u8>, status: u16) -> Self {
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+        with_date(|d| {
+            out.extend_from_slice(b"Date: ");
+            out.extend_from_slice(d.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        });
+        out.extend_from_slice(COMMON.as_bytes());
+        ResponseHead { out }
+    }
+
+    pub fn header(self, name: &str, value: impl std::fmt::Display) -> Self {
+        let _ = write!(self.out, "{name}: {value}\r\n");
+        self
+    }
+
+    pub fn header_bytes(self, name: &str, value: &[u8]) -> Self {
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// End the head. `length` goes out as Content-Length (None for 1xx/204/304).
+    pub fn finish(self, length: Option<u64>, close: bool) {
+        if let Some(n) = length {
+            let _ = write!(self.out, "Content-Length: {n}\r\n");
+        }
+        if close {
+            self.out.extend_from_slice(b"Connection: close\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A complete short text response (errors, 201, 204).
+pub fn simple(out: &mut Vec<u8>, status: u16, extra: &[(&str, &str)], body: &str, close: bool) {
+    let mut h = ResponseHead::new(out, status);
+    for (k, v) in extra {
+        h = h.header(k, v);
+    }
+    if body.is_empty() {
+        h.finish(Some(0), close);
+    } else {
+        h = h.header("Content-Type", "text/plain; charset=utf-8");
+        h.finish(Some(body.len() as u64), close);
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_shape() {
+        let mut out = Vec::new();
+        simple(&mut out, 403, &[], "forbidden\n", true);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 403 Forbidden\r\nDate: "));
+        assert!(s.contains("\r\nContent-Length: 10\r\nConnection: close\r\n\r\nforbidden\n"));
+        assert!(s.contains("Access-Control-Allow-Origin: *\r\n"));
+    }
+}

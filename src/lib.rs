@@ -1,0 +1,15 @@
+//! hmac-file-server: signed HTTP uploads for XMPP servers (XEP-0363 external upload), on a
+//! thread-per-core io_uring runtime. `server` is where a request's journey starts.
+
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod download;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod path;
+pub mod server;
+pub mod shutdown;
+pub mod storage;
+pub mod upload;

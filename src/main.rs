@@ -1,0 +1,186 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use hmac_file_server::auth::{self, Proto};
+use hmac_file_server::config::Config;
+use hmac_file_server::server::{self, Shared};
+use hmac_file_server::storage::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "hmac-file-server",
+    version,
+    about = "HMAC-signed file uploads for XMPP servers, on io_uring"
+)]
+struct Cli {
+    /// Configuration file (TOML). `-config PATH` works too, as with the Go server.
+    #[arg(long, global = true, default_value = "config.toml")]
+    config: PathBuf,
+    /// Validate the configuration and StoreDir, print the result and exit.
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a signed PUT URL, as an XMPP server would hand it to a client.
+    Sign {
+        /// Path below the upload prefix, not percent-encoded (e.g. "uuid/photo 1.jpg").
+        #[arg(long)]
+        path: String,
+        /// Exact size of the upload in bytes.
+        #[arg(long)]
+        size: u64,
+        /// Content-Type the client will send (v2 and token sign it). Default: what an absent
+        /// header means, application/octet-stream.
+        #[arg(long = "type")]
+        content_type: Option<String>,
+        #[arg(long, value_enum, default_value_t = ProtoArg::V)]
+        proto: ProtoArg,
+        /// Base URL the server is reached at; default http://127.0.0.1:<port>.
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtoArg {
+    V,
+    V2,
+    Token,
+}
+
+fn main() -> ExitCode {
+    // Before any thread exists, so every thread inherits it: stop signals are only ever taken
+    // by the main thread's graceful drain, never by a thread that would die of them.
+    let _ = hmac_file_server::shutdown::signal_set().thread_block();
+    // The Go server took single-dash long flags (-config); clap wants two.
+    let args = std::env::args_os().map(|a| match a.to_str() {
+        Some("-config") => "--config".into(),
+        Some(s) if s.starts_with("-config=") => format!("-{s}").into(),
+        _ => a,
+    });
+    let cli = Cli::parse_from(args);
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hmac-file-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Sign {
+        path,
+        size,
+        content_type,
+        proto,
+        base_url,
+    }) = cli.command
+    {
+        return sign(&config, &path, size, content_type.as_deref(), proto, base_url);
+    }
+    if cli.check_config {
+        return match check_store_dir(&config.store_dir) {
+            Ok(()) => {
+                println!("configuration OK: {}", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hmac-file-server: config key `StoreDir`: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let _log_guard = match hmac_file_server::logging::init(&config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("hmac-file-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (key, set) in [
+        ("MetricsEnabled", config.metrics_enabled),
+        ("RedisAddr", !config.redis_addr.is_empty()),
+        ("FallbackEnabled", config.fallback_enabled),
+        ("MaxBytesPerSecond", config.max_bytes_per_second.0 > 0),
+    ] {
+        if set {
+            tracing::warn!(
+                key,
+                "this setting is accepted but not implemented yet in this version; see README"
+            );
+        }
+    }
+    let store = match Store::open(&config.store_dir, config.sync_writes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("config key `StoreDir` ({}): {e}", config.store_dir.display());
+            eprintln!(
+                "hmac-file-server: config key `StoreDir` ({}): {e}",
+                config.store_dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match server::run(Shared::new(config, store)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("hmac-file-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn sign(
+    config: &Config,
+    path: &str,
+    size: u64,
+    content_type: Option<&str>,
+    proto: ProtoArg,
+    base_url: Option<String>,
+) -> ExitCode {
+    let proto = match proto {
+        ProtoArg::V => Proto::V,
+        ProtoArg::V2 => Proto::V2,
+        ProtoArg::Token => Proto::Token,
+    };
+    let ct = content_type.map_or(auth::DEFAULT_CONTENT_TYPE, str::as_bytes);
+    let sig = auth::sign(config.secret.as_bytes(), proto, path, size, ct);
+    let base = base_url.unwrap_or_else(|| match config.listen_addr() {
+        Ok(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+        Ok(a) => format!("http://{a}"),
+        Err(_) => "http://127.0.0.1:8080".into(),
+    });
+    println!(
+        "{}{}{}?{}={}",
+        base.trim_end_matches('/'),
+        config.url_prefix(),
+        hmac_file_server::path::percent_encode(path),
+        proto.param(),
+        sig
+    );
+    ExitCode::SUCCESS
+}
+
+/// StoreDir must be a writable directory, or creatable below a writable one.
+fn check_store_dir(dir: &Path) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    let mut p = dir;
+    loop {
+        if p.exists() {
+            if !p.is_dir() {
+                return Err(format!("{} is not a directory", p.display()));
+            }
+            return access(p, AccessFlags::W_OK | AccessFlags::X_OK)
+                .map_err(|e| format!("{} is not writable: {e}", p.display()));
+        }
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => return Ok(()),
+        }
+    }
+}

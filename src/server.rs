@@ -1,0 +1,416 @@
+//! Thread-per-core serving: each worker thread runs its own monoio runtime (io_uring, or
+//! epoll when the kernel refuses io_uring) with its own SO_REUSEPORT listener, so the kernel
+//! spreads connections and no request ever crosses threads.
+//!
+//! Request flow: `worker` accepts → `serve_conn` reads heads → `dispatch` → `upload::put` or
+//! `download::get`, which stream through `conn::Conn` into `storage`.
+
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::{ListenerOpts, TcpListener, UnixListener};
+
+use crate::config::Config;
+use crate::conn::{Conn, Outcome};
+use crate::error::Error;
+use crate::http::{response, Head, Limits, Method};
+use crate::shutdown::{self, Shutdown};
+use crate::storage::{OpenFileCache, Store};
+use crate::{download, upload};
+
+/// What every worker shares, read-only apart from the store's in-progress set.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub prefix: String,
+    pub limits: Limits,
+    pub file_cache: OpenFileCache,
+    pub shutdown: Shutdown,
+}
+
+impl Shared {
+    pub fn new(config: Config, store: Store) -> Shared {
+        Shared {
+            prefix: config.url_prefix(),
+            limits: Limits {
+                max_head: config.max_header_bytes.0 as usize,
+                max_url: config.max_url_bytes.0 as usize,
+            },
+            shutdown: Shutdown::new(config.worker_count()),
+            file_cache: OpenFileCache {
+                ttl: std::time::Duration::from_secs(config.open_file_cache_seconds),
+                entries: config.open_file_cache_entries,
+            },
+            config,
+            store,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} (ListenPort): {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on Unix socket {path} (ListenPort): {source}")]
+    UnixBind { path: String, source: std::io::Error },
+    #[error("Unix socket {path} (ListenPort) is in use by a running server")]
+    UnixInUse { path: String },
+    #[error("worker thread failed to start: {0}")]
+    Worker(String),
+}
+
+/// Start the workers, serve until SIGINT/SIGTERM, drain, and return (the caller exits).
+/// The caller must have blocked `shutdown::signal_set()` before starting any thread.
+pub fn run(shared: Shared) -> Result<(), StartError> {
+    let listen = if shared.config.unix_socket {
+        Listen::Unix(bind_unix(&shared.config)?)
+    } else {
+        let addr = shared
+            .config
+            .listen_addr()
+            .map_err(|e| StartError::Worker(e.to_string()))?;
+        // SO_REUSEPORT would let us silently share the port with another running server;
+        // a plain bind first makes "address in use" an error, as users expect.
+        drop(std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?);
+        Listen::Tcp(addr)
+    };
+    raise_fd_limit();
+    let shared = Arc::new(shared);
+    let workers = shared.config.worker_count();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, StartError>>();
+    let mut handles = Vec::new();
+    for id in 0..workers {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let listen = listen.try_clone().map_err(|e| StartError::Worker(e.to_string()))?;
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || worker(id, shared, listen, ready))
+            .map_err(|e| StartError::Worker(e.to_string()))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut driver = "io_uring";
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(d)) => driver = d,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(StartError::Worker("a worker exited during start-up".into())),
+        }
+    }
+    if driver == "epoll" {
+        tracing::warn!(
+            "io_uring is unavailable (seccomp, io_uring_disabled or an old kernel): running on the \
+             epoll fallback, where file I/O blocks the worker threads"
+        );
+    }
+    let addr = listen.describe();
+    tracing::info!(%addr, workers, driver, store = %shared.store.root_path().display(), prefix = %shared.prefix, "listening");
+    drop(handles); // workers run until the process exits
+    drain_on_signal(&shared);
+    if let Listen::Unix(_) = listen {
+        let _ = std::fs::remove_file(&shared.config.listen_port);
+    }
+    Ok(())
+}
+
+/// Where the workers accept: a TCP address each worker binds with SO_REUSEPORT, or one Unix
+/// socket bound here whose fd every worker shares.
+enum Listen {
+    Tcp(SocketAddr),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl Listen {
+    fn try_clone(&self) -> std::io::Result<Listen> {
+        Ok(match self {
+            Listen::Tcp(a) => Listen::Tcp(*a),
+            Listen::Unix(l) => Listen::Unix(l.try_clone()?),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Listen::Tcp(a) => a.to_string(),
+            Listen::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix".into()),
+        }
+    }
+}
+
+/// Bind the Unix socket at ListenPort: a stale socket file left by a crash (nobody accepts on
+/// it) is replaced, a live one is an error, and anything else at that path is left alone.
+fn bind_unix(config: &Config) -> Result<std::os::unix::net::UnixListener, StartError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = config.listen_port.trim().to_owned();
+    let err = |source| StartError::UnixBind {
+        path: path.clone(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_socket() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            )));
+        }
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(_) => return Err(StartError::UnixInUse { path }),
+            Err(_) => {
+                tracing::warn!(path = %path, "replacing a stale Unix socket left by an earlier run");
+                std::fs::remove_file(&path).map_err(err)?;
+            }
+        }
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&path).map_err(err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(config.unix_socket_mode)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Block until a stop signal, then stop accepting and wait for requests in flight, for up to
+/// GracefulShutdownTimeout or until a second signal.
+fn drain_on_signal(shared: &Shared) {
+    let set = shutdown::signal_set();
+    let signal = loop {
+        if let Some(sig) = shutdown::wait_signal(&set, Duration::from_secs(3600)) {
+            break sig;
+        }
+    };
+    let timeout = Duration::from_secs(shared.config.graceful_shutdown_timeout);
+    tracing::info!(
+        signal,
+        in_flight = shared.shutdown.in_flight(),
+        timeout_s = timeout.as_secs(),
+        "stopping: no new connections, waiting for requests in flight"
+    );
+    shared.shutdown.trigger();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let in_flight = shared.shutdown.in_flight();
+        if in_flight == 0 {
+            tracing::info!("stopped: every request in flight finished");
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(in_flight, "stopped: GracefulShutdownTimeout reached, aborting the rest");
+            break;
+        }
+        if let Some(sig) = shutdown::wait_signal(&set, Duration::from_millis(20)) {
+            tracing::warn!(signal = sig, in_flight, "stopped at once on a second signal");
+            break;
+        }
+    }
+    // Unnamed temporaries vanish with the process; named ones (the fallback) are removed here.
+    shared.store.remove_own_temporaries();
+}
+
+/// Every connection and cached file is an fd: lift the soft limit to the hard one, as
+/// nginx's worker_rlimit_nofile would, instead of failing accepts at 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain get/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    tracing::debug!(open_files = lim.rlim_cur, "fd limit");
+}
+
+fn worker(id: usize, shared: Arc<Shared>, listen: Listen, ready: mpsc::Sender<Result<&'static str, StartError>>) {
+    let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(1024)
+        .enable_timer()
+        .build();
+    let mut runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Worker(format!("runtime: {e}"))));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let driver = if monoio::utils::is_legacy() {
+            "epoll"
+        } else {
+            "io_uring"
+        };
+        let listener = match listen {
+            Listen::Tcp(addr) => {
+                let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
+                TcpListener::bind_with_config(addr, &opts)
+                    .map(Listener::Tcp)
+                    .map_err(|source| StartError::Bind { addr, source })
+            }
+            Listen::Unix(l) => {
+                let path = l
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                    .unwrap_or_default();
+                let _ = l.set_nonblocking(true);
+                UnixListener::from_std(l)
+                    .map(Listener::Unix)
+                    .map_err(|source| StartError::UnixBind { path, source })
+            }
+        };
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(driver));
+        drop(ready);
+        tracing::debug!(worker = id, driver, "worker accepting");
+        loop {
+            let accepted = monoio::select! {
+                r = listener.accept() => Some(r),
+                _ = shared.shutdown.requested(id) => None,
+            };
+            let Some(accepted) = accepted else { break };
+            let shared = shared.clone();
+            match accepted {
+                Ok(Accepted::Tcp(stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    monoio::spawn(async move { serve_conn(&shared, id, stream, &peer).await });
+                }
+                Ok(Accepted::Unix(stream)) => {
+                    monoio::spawn(async move { serve_conn(&shared, id, stream, &"unix").await });
+                }
+                Err(e) => {
+                    // EMFILE/ENFILE: back off instead of spinning on the accept queue.
+                    tracing::warn!(error = %e, "accept failed");
+                    monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+        // Closing the listener refuses new connections; the connections already open keep
+        // being served by this runtime until the process exits.
+        drop(listener);
+        std::future::pending::<()>().await;
+    });
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+enum Accepted {
+    Tcp(monoio::net::TcpStream, SocketAddr),
+    Unix(monoio::net::UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, peer)| Accepted::Tcp(s, peer)),
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        }
+    }
+}
+
+/// Serve requests on one connection until it closes, in order (pipelining included).
+/// `peer` is what the logs call the client (its address, or "unix").
+pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
+    shared: &Shared,
+    worker: usize,
+    stream: S,
+    peer: &dyn std::fmt::Display,
+) {
+    let mut conn = Conn::new(shared, stream);
+    loop {
+        if shared.shutdown.is_requested() {
+            return;
+        }
+        let head = match conn.read_head().await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::info!(%peer, status = e.status(), error = %e, "bad request head");
+                error_response(&mut conn.wbuf, &e, true, false);
+                conn.linger_close().await;
+                return;
+            }
+        };
+        let in_flight = shared.shutdown.request(worker);
+        let started = Instant::now();
+        let result = dispatch(&mut conn, &head).await;
+        let path = log_path(&head);
+        let us = started.elapsed().as_micros() as u64;
+        let close = match result {
+            Ok(o) => {
+                let m = &head.method_name;
+                tracing::info!(target: "access", %peer, method = %m, %path, status = o.status, bytes = o.bytes, us);
+                conn.closing(&head)
+            }
+            Err(e) => {
+                let status = e.status();
+                let m = &head.method_name;
+                if status >= 500 {
+                    tracing::error!(target: "access", %peer, method = %m, %path, status, bytes = 0, us, error = %e);
+                } else {
+                    tracing::info!(target: "access", %peer, method = %m, %path, status, bytes = 0, us, error = %e);
+                }
+                // A refused PUT may leave its body unread on the wire: close rather than parse it.
+                let close = conn.closing(&head) || e.must_close() || head.method == Method::Put;
+                error_response(&mut conn.wbuf, &e, close, head.method == Method::Head);
+                close
+            }
+        };
+        if close || shared.shutdown.is_requested() {
+            let _ = conn.flush().await;
+            drop(in_flight); // answered: the drain need not wait for the linger
+            conn.linger_close().await;
+            return;
+        }
+        if conn.flush_if_idle().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The request path without its query: signatures never reach the logs.
+fn log_path(head: &Head) -> &str {
+    crate::path::split_target(&head.target).0
+}
+
+async fn dispatch<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome, Error> {
+    match head.method {
+        Method::Put => upload::put(conn, head).await,
+        Method::Get | Method::Head => download::get(conn, head).await,
+        Method::Options => {
+            let close = conn.closing(head);
+            response::simple(&mut conn.wbuf, 204, &[("Allow", response::ALLOW)], "", close);
+            Ok(Outcome { status: 204, bytes: 0 })
+        }
+        Method::Other => Err(Error::MethodNotAllowed),
+    }
+}
+
+fn error_response(out: &mut Vec<u8>, e: &Error, close: bool, head_only: bool) {
+    let status = e.status();
+    let extra: &[(&str, &str)] = if status == 405 {
+        &[("Allow", response::ALLOW)]
+    } else {
+        &[]
+    };
+    let body = format!("{} {}\n", status, response::reason(status));
+    response::simple(out, status, extra, &body, close);
+    if head_only {
+        // HEAD gets the same head as GET would, without the body.
+        out.truncate(out.len() - body.len());
+    }
+}

@@ -1,0 +1,62 @@
+//! Per-worker cache of open stored files and their response metadata. Uploads are immutable
+//! once published (never replaced in place), so an open fd stays a correct view of its path
+//! until the file is deleted by someone else; entries live `OpenFileCacheSeconds` (default 1 s),
+//! which bounds how long a deleted file can still be served. The same idea as nginx's
+//! open_file_cache, on by default because a shared file in a group chat is fetched by every
+//! member within seconds.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::Stored;
+
+struct Entry {
+    stored: Rc<Stored>,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Cache {
+    map: HashMap<String, Entry>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+pub fn get(path: &str, now: Instant) -> Option<Rc<Stored>> {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.map.get(path) {
+            Some(e) if e.expires > now => Some(e.stored.clone()),
+            Some(_) => {
+                c.map.remove(path);
+                None
+            }
+            None => None,
+        }
+    })
+}
+
+/// Remember `stored` for `ttl`. At `capacity`, expired entries go first, then everything:
+/// cheaper than LRU bookkeeping per hit, and a full flush once per `capacity` misses is rare.
+pub fn put(path: &str, stored: Rc<Stored>, now: Instant, ttl: Duration, capacity: usize) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.map.len() >= capacity {
+            c.map.retain(|_, e| e.expires > now);
+            if c.map.len() >= capacity {
+                c.map.clear();
+            }
+        }
+        c.map.insert(
+            path.to_owned(),
+            Entry {
+                stored,
+                expires: now + ttl,
+            },
+        );
+    });
+}

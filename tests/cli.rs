@@ -1,0 +1,165 @@
+//! The command line: start-up validation that names the offending key, `--check-config`,
+//! the Go-style `-config` flag, and `sign` producing URLs the server accepts.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().expect("run binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &std::path::Path, body: &str) -> String {
+    let p = dir.join("c.toml");
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example");
+    let (code, out, err) = run(&["--check-config", "--config", example]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration OK"));
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("s");
+    let cases = [
+        (
+            format!(
+                "Secret = \"x\"\nStoreDir = \"{}\"\nListenPortt = \":1\"\n",
+                store.display()
+            ),
+            "ListenPortt",
+        ),
+        (
+            format!("Secret = \"x\"\nStoreDir = \"{}\"\nChunkSize = true\n", store.display()),
+            "ChunkSize",
+        ),
+        (
+            format!(
+                "Secret = \"x\"\nStoreDir = \"{}\"\nUploadMaxSize = \"lots\"\n",
+                store.display()
+            ),
+            "UploadMaxSize",
+        ),
+        (format!("Secret = \"\"\nStoreDir = \"{}\"\n", store.display()), "Secret"),
+        (
+            format!(
+                "Secret = \"x\"\nStoreDir = \"{}\"\nLogLevel = \"loud\"\n",
+                store.display()
+            ),
+            "LogLevel",
+        ),
+        (
+            format!(
+                "Secret = \"x\"\nStoreDir = \"{}\"\nListenPort = \"nowhere\"\n",
+                store.display()
+            ),
+            "ListenPort",
+        ),
+    ];
+    for (body, key) in cases {
+        let cfg = write_config(d.path(), &body);
+        for args in [vec!["--check-config", "--config", &cfg], vec!["--config", &cfg]] {
+            let (code, _, err) = run(&args);
+            assert_ne!(code, 0, "{body}");
+            assert!(err.contains(key), "error for {key} should name it: {err}");
+        }
+    }
+    // A StoreDir that is a file: both --check-config and a real start refuse, naming StoreDir.
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let cfg = write_config(
+        d.path(),
+        &format!(
+            "Secret = \"x\"\nStoreDir = \"{}\"\nListenPort = \"127.0.0.1:0\"\n",
+            file.display()
+        ),
+    );
+    let (code, _, err) = run(&["--check-config", "--config", &cfg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("StoreDir"), "{err}");
+    let (code, _, err) = run(&["--config", &cfg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("StoreDir"), "{err}");
+    // A missing config file.
+    let (code, _, err) = run(&["--config", "/nonexistent/config.toml"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent/config.toml"), "{err}");
+}
+
+#[test]
+fn go_style_flag_and_sign_command() {
+    let s = Server::start();
+    let cfg = s.dir.path().join("config.toml").display().to_string();
+    let path = unique("signed by cli ü.txt");
+    for (proto, ct) in [("v", None), ("v2", Some("text/plain")), ("token", Some("image/png"))] {
+        let p = format!("{path}.{proto}");
+        let mut args = vec!["sign", "-config", &cfg, "--path", &p, "--size", "4", "--proto", proto];
+        if let Some(ct) = ct {
+            args.extend(["--type", ct]);
+        }
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        let url = out.trim();
+        assert!(url.starts_with(&format!("http://{}/upload/", s.addr)), "{url}");
+        assert!(url.contains(&format!("?{proto}=")), "{url}");
+        let target = url.trim_start_matches(&format!("http://{}", s.addr));
+        assert_eq!(put(&s, target, b"data", ct), 201, "{url}");
+        assert_eq!(std::fs::read(file_at(&s, &p)).unwrap(), b"data");
+    }
+}
+
+#[test]
+fn port_in_use_is_an_error() {
+    let s = Server::start();
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        &format!(
+            "Secret = \"x\"\nStoreDir = \"{}\"\nListenPort = \"{}\"\n",
+            d.path().join("s").display(),
+            s.addr
+        ),
+    );
+    let (code, _, err) = run(&["--config", &cfg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("ListenPort"), "{err}");
+}
+
+#[test]
+fn leftover_temporaries_are_removed_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    let tmp = store.join(".hmac-file-server").join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    std::fs::write(tmp.join(format!("{host}.1.2.3.part")), "partial").unwrap();
+    // The store is opened (and cleaned) before the listener binds, so a start that fails on
+    // a busy port shows the cleaning without leaving a server running.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = write_config(
+        d.path(),
+        &format!(
+            "Secret = \"x\"\nStoreDir = \"{}\"\nListenPort = \"{}\"\n",
+            store.display(),
+            blocker.local_addr().unwrap()
+        ),
+    );
+    let (code, _, _) = run(&["--config", &cfg]);
+    assert_ne!(code, 0);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}

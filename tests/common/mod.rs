@@ -1,0 +1,319 @@
+//! Shared fixtures: a real server process on a loopback port with its own StoreDir, signed
+//! URLs, and a raw HTTP/1.1 client for the shapes ordinary clients refuse to send.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use hmac_file_server::auth::Proto;
+
+pub const SECRET: &str = "test-secret-ä";
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hmac-file-server")
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::with_config("")
+    }
+
+    /// Start with extra TOML lines (they may override the defaults written here).
+    pub fn with_config(extra: &str) -> Server {
+        Server::with_config_env(extra, &[])
+    }
+
+    pub fn with_config_env(extra: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut cfg = format!(
+            "ListenPort = \"127.0.0.1:{port}\"\nSecret = \"{SECRET}\"\nStoreDir = \"{}\"\nLogLevel = \"debug\"\nLogFile = \"{}\"\nWorkers = 2\n",
+            dir.path().join("store").display(),
+            dir.path().join("server.log").display(),
+        );
+        // Later keys override earlier ones only if we drop the earlier line.
+        for line in extra.lines() {
+            if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                cfg = cfg
+                    .lines()
+                    .filter(|l| !l.starts_with(&format!("{key} ")))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+            }
+            cfg.push_str(line);
+            cfg.push('\n');
+        }
+        let cfg_path = dir.path().join("config.toml");
+        std::fs::write(&cfg_path, cfg).expect("write config");
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg_path)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut server = Server { addr, dir, child };
+        server.wait_ready();
+        server
+    }
+
+    /// Ready means: the server logged "listening" (all workers bound) and a connection reaches it.
+    /// A bare connect is not enough: while nothing listens, a connect to a port in the ephemeral
+    /// range can pick that same port as its source and connect to itself.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited during start-up ({status}); log:\n{}", self.log());
+            }
+            if self.log().contains("listening") {
+                if let Ok(c) = TcpStream::connect(self.addr) {
+                    if c.local_addr().ok() != c.peer_addr().ok() {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not start; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.store().join(".hmac-file-server").join("tmp")
+    }
+
+    pub fn url(&self, target: &str) -> String {
+        format!("http://{}{}", self.addr, target)
+    }
+
+    /// Signed PUT target for `path` (not encoded; segments get percent-encoded here).
+    pub fn put_target(&self, path: &str, size: u64, content_type: Option<&str>, proto: Proto) -> String {
+        signed_target(SECRET, path, size, content_type, proto)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size of the server process so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// Temporaries in the reserved directory: named files there, plus files the server holds
+    /// open in it (an unnamed O_TMPFILE shows in /proc/PID/fd as "tmp/#NNN (deleted)").
+    pub fn temporaries(&self) -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(self.tmp_dir())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tmp = self.tmp_dir();
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) {
+            for fd in fds.flatten() {
+                if let Ok(target) = std::fs::read_link(fd.path()) {
+                    let unnamed = target.file_name().is_some_and(|n| n.to_string_lossy().starts_with('#'));
+                    if target.starts_with(&tmp) && unnamed {
+                        found.push(target.display().to_string());
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.log());
+        }
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn encode_path(path: &str) -> String {
+    hmac_file_server::path::percent_encode(path)
+}
+
+pub fn signed_target(secret: &str, path: &str, size: u64, content_type: Option<&str>, proto: Proto) -> String {
+    let ct = content_type.unwrap_or("application/octet-stream");
+    let sig = hmac_file_server::auth::sign(secret.as_bytes(), proto, path, size, ct.as_bytes());
+    format!("/upload/{}?{}={}", encode_path(path), proto.param(), sig)
+}
+
+/// A unique path per test, so parallel tests never collide.
+pub fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:04x}-{}/{}", std::process::id(), n, nanos() % 1_000_000, name)
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so large bodies are not trivially compressible
+/// or repetitive in a way that could hide an offset bug.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+// ---------------- raw HTTP/1.1 client ----------------
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Send raw bytes on a fresh connection and read one response.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> Response {
+    let mut s = connect(addr);
+    s.write_all(request).expect("write request");
+    read_response(&mut s, false).expect("a response")
+}
+
+/// Read one response from the stream. `head_only`: the request was HEAD (no body follows).
+/// Returns None if the connection closed before a status line.
+pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Response> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next()?;
+    let status: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect();
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only || status == 100 || status == 204 || status == 304 {
+        return Some(resp);
+    }
+    if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).ok()?;
+        resp.body = body;
+    }
+    Some(resp)
+}
+
+/// A PUT head for `target` with a Content-Length body.
+pub fn put_head(target: &str, len: usize, content_type: Option<&str>, extra: &str) -> String {
+    let ct = content_type
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
+    format!("PUT {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}\r\n{ct}{extra}\r\n")
+}
+
+/// PUT `body` with ureq, a real HTTP client. Returns the status (errors included).
+pub fn put(server: &Server, target: &str, body: &[u8], content_type: Option<&str>) -> u16 {
+    let mut req = ureq::put(&server.url(target));
+    if let Some(ct) = content_type {
+        req = req.set("Content-Type", ct);
+    }
+    match req.send_bytes(body) {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("PUT transport error: {e}"),
+    }
+}
+
+/// GET with ureq: (status, body, response).
+pub fn get(server: &Server, target: &str) -> (u16, Vec<u8>) {
+    let resp = match ureq::get(&server.url(target)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET transport error: {e}"),
+    };
+    let status = resp.status();
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body).expect("read body");
+    (status, body)
+}
+
+pub fn file_at(server: &Server, path: &str) -> PathBuf {
+    server.store().join(Path::new(path))
+}
