@@ -22,9 +22,73 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hmac-file-server")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
+}
+
+/// Wait (15 s at most) until `child` is up: `ready()` holds and a connection to `addr` reaches
+/// something other than ourselves. A bare connect is not enough: while nothing listens, a
+/// connect to a port in the ephemeral range can pick that same port as its source and connect
+/// to itself. Panics with `log()` if the child exits or the time runs out.
+pub fn wait_accepting(
+    addr: SocketAddr,
+    child: &mut Child,
+    what: &str,
+    ready: impl Fn() -> bool,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited during start-up ({status}); log:\n{}", log());
+        }
+        if ready() {
+            if let Ok(c) = TcpStream::connect(addr) {
+                if c.local_addr().ok() != c.peer_addr().ok() {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not start within 15 s; log:\n{}", log());
+}
+
+/// Whether an external tool the interop tests drive is installed. Missing under `CI=true`: the
+/// test fails (CI installs everything). Missing elsewhere: a loud SKIPPED line, so a quick
+/// `cargo test` on a machine without them still runs the rest; `tests/install-deps.sh` adds them.
+pub fn require(tool: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is not installed; CI must install it (tests/install-deps.sh)");
+    }
+    eprintln!("SKIPPED: {tool} is not installed; run tests/install-deps.sh to run this test");
+    false
+}
+
+/// Whether `cmd` is an executable on PATH (some tools, like `prosody --version`, wait on
+/// their terminal when run, so finding them is the check).
+pub fn on_path(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            std::fs::metadata(dir.join(cmd)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Whether `cmd` runs and succeeds.
+pub fn runs(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Server {
@@ -75,24 +139,16 @@ impl Server {
     }
 
     /// Ready means: the server logged "listening" (all workers bound) and a connection reaches it.
-    /// A bare connect is not enough: while nothing listens, a connect to a port in the ephemeral
-    /// range can pick that same port as its source and connect to itself.
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("server exited during start-up ({status}); log:\n{}", self.log());
-            }
-            if self.log().contains("listening") {
-                if let Ok(c) = TcpStream::connect(self.addr) {
-                    if c.local_addr().ok() != c.peer_addr().ok() {
-                        return;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("server did not start; log:\n{}", self.log());
+        let log = self.dir.path().join("server.log");
+        let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_accepting(
+            self.addr,
+            &mut self.child,
+            "server",
+            || logged().contains("listening"),
+            logged,
+        );
     }
 
     pub fn log(&self) -> String {
