@@ -105,6 +105,15 @@ pub struct Config {
     /// Most files each worker keeps open in that cache.
     #[serde(rename = "OpenFileCacheEntries")]
     pub open_file_cache_entries: usize,
+    /// Open connections at most, all workers together; above it new ones get 503.
+    #[serde(rename = "MaxConnections")]
+    pub max_connections: usize,
+    /// Requests per second one client IP may make (burst: one second's worth); 0 = no limit.
+    #[serde(rename = "MaxRequestsPerSecondPerIP")]
+    pub max_requests_per_second_per_ip: u32,
+    /// Uploads one client IP may have in progress at once; 0 = no limit.
+    #[serde(rename = "MaxConcurrentUploadsPerIP")]
+    pub max_concurrent_uploads_per_ip: u32,
 }
 
 impl Default for Config {
@@ -144,6 +153,9 @@ impl Default for Config {
             idle_timeout: 75,
             open_file_cache_seconds: 1,
             open_file_cache_entries: 4096,
+            max_connections: 10_000,
+            max_requests_per_second_per_ip: 0,
+            max_concurrent_uploads_per_ip: 0,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::http::{self, chunked, response, Head};
 use crate::server::Shared;
 use crate::storage::Upload;
+use crate::throttle::Pace;
 
 /// Initial read buffer: enough for a typical request head, small enough that thousands of
 /// idle keep-alive connections stay cheap. It grows up to `MaxHeaderBytes` only when needed.
@@ -105,6 +106,7 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
         let mut buf: Vec<u8> = Vec::with_capacity(cap);
         let mut pos = 0u64;
         let mut left = len;
+        let mut pace = Pace::new(self.shared.config.max_bytes_per_second.0);
         // Body bytes that arrived together with the head.
         while left > 0 && !self.rbuf.is_empty() {
             let take = self.rbuf.len().min(left as usize).min(cap - buf.len());
@@ -117,7 +119,10 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
         }
         while left > 0 {
             let have = buf.len();
-            let want = (cap - have).min(usize::try_from(left).unwrap_or(usize::MAX));
+            let mut want = (cap - have).min(usize::try_from(left).unwrap_or(usize::MAX));
+            if let Some(p) = &pace {
+                want = p.read_size(want);
+            }
             let slice = buf.slice_mut(have..have + want);
             let (res, slice) =
                 match monoio::time::timeout_at(self.body_deadline().into(), self.stream.read(slice)).await {
@@ -127,7 +132,12 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
             buf = slice.into_inner();
             match res? {
                 0 => return Err(Error::Truncated),
-                n => left -= n as u64,
+                n => {
+                    left -= n as u64;
+                    if let Some(p) = &mut pace {
+                        p.received(n).await;
+                    }
+                }
             }
             if buf.len() == cap || left == 0 {
                 buf = flush(upload, buf, &mut pos).await?;
@@ -143,6 +153,7 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
         let mut pos = 0u64;
         let mut total = 0u64;
         let mut decoder = chunked::Decoder::default();
+        let mut pace = Pace::new(self.shared.config.max_bytes_per_second.0);
         loop {
             if !self.rbuf.is_empty() {
                 let used = decoder.feed(&self.rbuf, &mut |data| {
@@ -161,10 +172,17 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
                     return Ok(total);
                 }
             }
-            let room = self.rbuf.capacity().max(INITIAL_READ_BUF * 4) - self.rbuf.len();
+            let mut room = self.rbuf.capacity().max(INITIAL_READ_BUF * 4) - self.rbuf.len();
+            if let Some(p) = &pace {
+                room = p.read_size(room);
+            }
             let deadline = self.body_deadline();
-            if self.fill(room, deadline, "request body").await? == 0 {
+            let n = self.fill(room, deadline, "request body").await?;
+            if n == 0 {
                 return Err(Error::Truncated);
+            }
+            if let Some(p) = &mut pace {
+                p.received(n).await;
             }
         }
     }

@@ -37,6 +37,10 @@ pub enum Error {
     NotImplemented(&'static str),
     #[error("HTTP version not supported")]
     VersionNotSupported,
+    #[error("too many requests ({why})")]
+    TooManyRequests { why: &'static str, retry_after: u64 },
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
     #[error("not enough disk space")]
     InsufficientStorage,
     #[error("storage I/O error: {0}")]
@@ -59,6 +63,8 @@ impl Error {
             Error::HeadTooLarge => 431,
             Error::Io(_) => 500,
             Error::NotImplemented(_) => 501,
+            Error::TooManyRequests { .. } => 429,
+            Error::Unavailable(_) => 503,
             Error::VersionNotSupported => 505,
             Error::InsufficientStorage => 507,
         }
@@ -71,6 +77,17 @@ impl Error {
             self,
             Error::Forbidden(_) | Error::NotFound | Error::MethodNotAllowed | Error::Conflict
         )
+    }
+}
+
+impl Error {
+    /// Seconds for a Retry-After header, for the statuses that promise one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            Error::Unavailable(_) => Some(1),
+            _ => None,
+        }
     }
 }
 

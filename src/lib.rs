@@ -12,4 +12,5 @@ pub mod path;
 pub mod server;
 pub mod shutdown;
 pub mod storage;
+pub mod throttle;
 pub mod upload;

@@ -105,7 +105,6 @@ fn main() -> ExitCode {
         ("MetricsEnabled", config.metrics_enabled),
         ("RedisAddr", !config.redis_addr.is_empty()),
         ("FallbackEnabled", config.fallback_enabled),
-        ("MaxBytesPerSecond", config.max_bytes_per_second.0 > 0),
     ] {
         if set {
             tracing::warn!(

@@ -5,7 +5,7 @@
 //! Request flow: `worker` accepts → `serve_conn` reads heads → `dispatch` → `upload::put` or
 //! `download::get`, which stream through `conn::Conn` into `storage`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::http::{response, Head, Limits, Method};
 use crate::shutdown::{self, Shutdown};
 use crate::storage::{OpenFileCache, Store};
+use crate::throttle::{ConnectionCap, PerIp};
 use crate::{download, upload};
 
 /// What every worker shares, read-only apart from the store's in-progress set.
@@ -28,6 +29,8 @@ pub struct Shared {
     pub limits: Limits,
     pub file_cache: OpenFileCache,
     pub shutdown: Shutdown,
+    pub per_ip: PerIp,
+    pub connections: ConnectionCap,
 }
 
 impl Shared {
@@ -43,6 +46,11 @@ impl Shared {
                 ttl: std::time::Duration::from_secs(config.open_file_cache_seconds),
                 entries: config.open_file_cache_entries,
             },
+            per_ip: PerIp::new(
+                config.max_requests_per_second_per_ip,
+                config.max_concurrent_uploads_per_ip,
+            ),
+            connections: ConnectionCap::new(config.max_connections),
             config,
             store,
         }
@@ -76,7 +84,16 @@ pub fn run(shared: Shared) -> Result<(), StartError> {
         drop(std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?);
         Listen::Tcp(addr)
     };
-    raise_fd_limit();
+    let fds = raise_fd_limit();
+    // Each connection may hold a socket, a temporary and a cached download.
+    if shared.config.max_connections as u64 > fds / 2 {
+        tracing::warn!(
+            max_connections = shared.config.max_connections,
+            open_files = fds,
+            "MaxConnections is above half the open-file limit: under load, accepts may fail with EMFILE \
+             before the cap answers 503; raise LimitNOFILE or lower MaxConnections"
+        );
+    }
     let shared = Arc::new(shared);
     let workers = shared.config.worker_count();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, StartError>>();
@@ -211,7 +228,8 @@ fn drain_on_signal(shared: &Shared) {
 
 /// Every connection and cached file is an fd: lift the soft limit to the hard one, as
 /// nginx's worker_rlimit_nofile would, instead of failing accepts at 1024.
-fn raise_fd_limit() {
+/// Raise the soft fd limit to the hard one; returns the limit in force.
+fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -225,6 +243,7 @@ fn raise_fd_limit() {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
     tracing::debug!(open_files = lim.rlim_cur, "fd limit");
+    lim.rlim_cur
 }
 
 fn worker(id: usize, shared: Arc<Shared>, listen: Listen, ready: mpsc::Sender<Result<&'static str, StartError>>) {
@@ -284,10 +303,10 @@ fn worker(id: usize, shared: Arc<Shared>, listen: Listen, ready: mpsc::Sender<Re
             match accepted {
                 Ok(Accepted::Tcp(stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    monoio::spawn(async move { serve_conn(&shared, id, stream, &peer).await });
+                    monoio::spawn(async move { serve_conn(&shared, id, stream, &peer, Some(peer.ip())).await });
                 }
                 Ok(Accepted::Unix(stream)) => {
-                    monoio::spawn(async move { serve_conn(&shared, id, stream, &"unix").await });
+                    monoio::spawn(async move { serve_conn(&shared, id, stream, &"unix", None).await });
                 }
                 Err(e) => {
                     // EMFILE/ENFILE: back off instead of spinning on the accept queue.
@@ -323,14 +342,23 @@ impl Listener {
 }
 
 /// Serve requests on one connection until it closes, in order (pipelining included).
-/// `peer` is what the logs call the client (its address, or "unix").
+/// `peer` is what the logs call the client (its address, or "unix"); `ip` is what the per-IP
+/// limits count (None on a Unix socket, where the proxy in front does that job).
 pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
     shared: &Shared,
     worker: usize,
     stream: S,
     peer: &dyn std::fmt::Display,
+    ip: Option<IpAddr>,
 ) {
     let mut conn = Conn::new(shared, stream);
+    let Some(_open) = shared.connections.open() else {
+        let e = Error::Unavailable(format!("MaxConnections ({}) reached", shared.config.max_connections));
+        tracing::warn!(%peer, status = e.status(), error = %e, "connection refused");
+        error_response(&mut conn.wbuf, &e, true, false);
+        conn.linger_close().await;
+        return;
+    };
     loop {
         if shared.shutdown.is_requested() {
             return;
@@ -347,7 +375,14 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         };
         let in_flight = shared.shutdown.request(worker);
         let started = Instant::now();
-        let result = dispatch(&mut conn, &head).await;
+        let result = match admit(shared, ip, &head) {
+            Ok(upload_slot) => {
+                let result = dispatch(&mut conn, &head).await;
+                drop(upload_slot);
+                result
+            }
+            Err(e) => Err(e),
+        };
         let path = log_path(&head);
         let us = started.elapsed().as_micros() as u64;
         let close = match result {
@@ -382,6 +417,27 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
     }
 }
 
+/// The per-IP limits, when switched on: a request token, and for a PUT an upload slot held
+/// until the upload ends.
+fn admit<'a>(
+    shared: &'a Shared,
+    ip: Option<IpAddr>,
+    head: &Head,
+) -> Result<Option<crate::throttle::UploadGuard<'a>>, Error> {
+    let Some(ip) = ip.filter(|_| shared.per_ip.enabled()) else {
+        return Ok(None);
+    };
+    let refused = |r: crate::throttle::Refused| Error::TooManyRequests {
+        why: r.why,
+        retry_after: r.retry_after,
+    };
+    shared.per_ip.admit_request(ip).map_err(refused)?;
+    if head.method == Method::Put {
+        return shared.per_ip.begin_upload(ip).map(Some).map_err(refused);
+    }
+    Ok(None)
+}
+
 /// The request path without its query: signatures never reach the logs.
 fn log_path(head: &Head) -> &str {
     crate::path::split_target(&head.target).0
@@ -402,10 +458,11 @@ async fn dispatch<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, hea
 
 fn error_response(out: &mut Vec<u8>, e: &Error, close: bool, head_only: bool) {
     let status = e.status();
-    let extra: &[(&str, &str)] = if status == 405 {
-        &[("Allow", response::ALLOW)]
-    } else {
-        &[]
+    let retry = e.retry_after().map(|s| s.to_string());
+    let extra: &[(&str, &str)] = match (status, &retry) {
+        (405, _) => &[("Allow", response::ALLOW)],
+        (_, Some(secs)) => &[("Retry-After", secs.as_str())],
+        _ => &[],
     };
     let body = format!("{} {}\n", status, response::reason(status));
     response::simple(out, status, extra, &body, close);

@@ -32,7 +32,8 @@ enum Flavour {
 
 /// One XMPP server process with its own directory, log and client port.
 struct Xmpp {
-    dir: tempfile::TempDir,
+    /// Config, data and log of this instance; removed with it.
+    _dir: tempfile::TempDir,
     child: Child,
     port: u16,
     log: PathBuf,
@@ -68,7 +69,7 @@ impl Xmpp {
             }
         };
         let mut x = Xmpp {
-            dir,
+            _dir: dir,
             child,
             port,
             log,

@@ -234,7 +234,16 @@ impl Store {
             return Err(Error::Conflict);
         }
         let claim = Claim::new(self, path)?;
-        let (fd, name) = self.create_temp()?;
+        let (fd, name) = self
+            .create_temp()
+            .map_err(|e| match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                Errno::ENOSPC | Errno::EDQUOT => Error::InsufficientStorage,
+                // Remounted read-only, permissions taken away, the directory deleted under us.
+                Errno::EROFS | Errno::EACCES | Errno::EPERM | Errno::ENOENT | Errno::ESTALE => {
+                    Error::Unavailable(format!("StoreDir is not writable: {e}"))
+                }
+                _ => Error::Io(e),
+            })?;
         let file = monoio::fs::File::from_std(fs::File::from(fd))?;
         let upload = Upload {
             store: self,

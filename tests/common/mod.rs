@@ -16,6 +16,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub child: Child,
+    env: Vec<(String, String)>,
 }
 
 pub fn bin() -> &'static str {
@@ -124,18 +125,28 @@ impl Server {
         }
         let cfg_path = dir.path().join("config.toml");
         std::fs::write(&cfg_path, cfg).expect("write config");
-        let child = Command::new(bin())
-            .arg("--config")
-            .arg(&cfg_path)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let child = spawn_server(&cfg_path, &env);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut server = Server { addr, dir, child };
+        let mut server = Server { addr, dir, child, env };
         server.wait_ready();
         server
+    }
+
+    /// SIGKILL the server (no chance to clean up), as a crash or power cut would.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again on the same config, StoreDir and port (after `kill_hard` or an
+    /// exit). The previous run's log moves to `server.log.1`.
+    pub fn restart(&mut self) {
+        self.kill_hard();
+        let log = self.dir.path().join("server.log");
+        let _ = std::fs::rename(&log, self.dir.path().join("server.log.1"));
+        self.child = spawn_server(&self.dir.path().join("config.toml"), &self.env);
+        self.wait_ready();
     }
 
     /// Ready means: the server logged "listening" (all workers bound) and a connection reaches it.
@@ -204,6 +215,17 @@ impl Server {
         }
         found
     }
+}
+
+fn spawn_server(config: &Path, env: &[(String, String)]) -> Child {
+    Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server")
 }
 
 impl Drop for Server {

@@ -1,0 +1,186 @@
+//! Disk trouble: a full filesystem before and during the body, a StoreDir remounted read-only
+//! or deleted under the running server. The small filesystems are real tmpfs mounts (root only).
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        mount(&["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"], dir.path());
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, mode: &str) {
+        mount(&["-o", &format!("remount,{mode}")], self.path());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+fn mount(args: &[&str], at: &Path) {
+    let ok = Command::new("mount")
+        .args(args)
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mount {args:?} {}", at.display());
+}
+
+/// Mounting needs root (CI runs as root); elsewhere these tests say they skipped.
+fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    require(
+        "root, for tmpfs mounts",
+        unsafe { libc::geteuid() } == 0 && on_path("mount"),
+    )
+}
+
+fn server_on(store: &Path) -> Server {
+    Server::with_config(&format!("StoreDir = \"{}\"", store.display()))
+}
+
+/// Files the server holds open in the store's temporary directory.
+fn open_temporaries(s: &Server, store: &Path) -> usize {
+    let tmp = store.join(".hmac-file-server/tmp");
+    std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t != tmp && t.starts_with(&tmp)))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A fresh upload of `size` bytes into the store at `root`: 201 and byte-exact on disk.
+fn upload_fits(s: &Server, root: &Path, size: usize, seed: u64) {
+    let path = unique("fits.bin");
+    let body = pattern(size, seed);
+    let target = s.put_target(&path, body.len() as u64, None, Proto::V);
+    assert_eq!(put(s, &target, &body, None), 201);
+    assert_eq!(std::fs::read(root.join(&path)).unwrap(), body);
+}
+
+fn wait_no_temporaries(s: &Server, store: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_temporaries(s, store) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(open_temporaries(s, store), 0, "a temporary is still open");
+    let named: Vec<PathBuf> = std::fs::read_dir(store.join(".hmac-file-server/tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(named.is_empty(), "{named:?}");
+}
+
+#[test]
+fn no_space_for_the_declared_size_is_507_before_the_body() {
+    if !can_mount() {
+        return;
+    }
+    let fs = Tmpfs::mount("2m");
+    let s = server_on(fs.path());
+    let path = unique("too-big.bin");
+    let target = s.put_target(&path, 4 << 20, None, Proto::V);
+    let mut c = connect(s.addr);
+    c.write_all(put_head(&target, 4 << 20, None, "Expect: 100-continue\r\n").as_bytes())
+        .unwrap();
+    let r = read_response(&mut c, false).expect("answer");
+    assert_eq!(r.status, 507, "no 100 Continue first: the body is never sent");
+    assert!(!fs.path().join(&path).exists());
+    wait_no_temporaries(&s, fs.path());
+    // The space was not taken: a file that fits goes in.
+    upload_fits(&s, fs.path(), 1 << 20, 1);
+}
+
+#[test]
+fn disk_full_during_the_body_is_500_and_leaves_nothing() {
+    if !can_mount() {
+        return;
+    }
+    let fs = Tmpfs::mount("2m");
+    let s = server_on(fs.path());
+    // Chunked: no size up front, so nothing is preallocated and the disk fills mid-body.
+    let path = unique("fills-the-disk.bin");
+    let body = pattern(3 << 20, 2);
+    let target = s.put_target(&path, body.len() as u64, None, Proto::V);
+    let mut c = connect(s.addr);
+    let _ = c.write_all(format!("PUT {target} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes());
+    for part in body.chunks(256 << 10) {
+        let sent = c
+            .write_all(format!("{:x}\r\n", part.len()).as_bytes())
+            .and_then(|_| c.write_all(part))
+            .and_then(|_| c.write_all(b"\r\n"));
+        if sent.is_err() {
+            break; // the server answered and closed
+        }
+    }
+    let _ = c.write_all(b"0\r\n\r\n");
+    if let Some(r) = read_response(&mut c, false) {
+        assert_eq!(r.status, 500);
+    }
+    drop(c);
+    wait_no_temporaries(&s, fs.path());
+    assert!(!fs.path().join(&path).exists(), "nothing visible");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.log().contains("status=500") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.log().contains("status=500"), "{}", s.log());
+    // The partial data went with the temporary: the space is free again.
+    upload_fits(&s, fs.path(), 1500 << 10, 3);
+}
+
+#[test]
+fn read_only_store_answers_503_and_recovers() {
+    if !can_mount() {
+        return;
+    }
+    let fs = Tmpfs::mount("8m");
+    let s = server_on(fs.path());
+    let kept = unique("kept.txt");
+    assert_eq!(put(&s, &s.put_target(&kept, 4, None, Proto::V), b"kept", None), 201);
+    fs.remount("ro");
+    let path = unique("refused.txt");
+    let target = s.put_target(&path, 4, None, Proto::V);
+    let r = raw(s.addr, format!("{}data", put_head(&target, 4, None, "")).as_bytes());
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(s.log().contains("StoreDir is not writable"), "{}", s.log());
+    // Downloads go on.
+    assert_eq!(
+        get(&s, &format!("/upload/{}", encode_path(&kept))),
+        (200, b"kept".to_vec())
+    );
+    fs.remount("rw");
+    assert_eq!(put(&s, &target, b"data", None), 201);
+}
+
+#[test]
+fn deleted_store_answers_503() {
+    let s = Server::start();
+    std::fs::remove_dir_all(s.store()).expect("remove StoreDir");
+    let path = unique("nowhere.txt");
+    let target = s.put_target(&path, 4, None, Proto::V);
+    let r = raw(s.addr, format!("{}data", put_head(&target, 4, None, "")).as_bytes());
+    assert_eq!(r.status, 503);
+    assert!(s.log().contains("StoreDir is not writable"), "{}", s.log());
+    assert_eq!(get(&s, &format!("/upload/{}", encode_path(&path))).0, 404);
+}
