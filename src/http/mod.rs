@@ -112,6 +112,9 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
         let name = h.name;
         let value = h.value;
         if name.eq_ignore_ascii_case("content-length") {
+            if split_list(value).next().is_none() {
+                return Err(Error::Smuggling("empty Content-Length"));
+            }
             for part in split_list(value) {
                 let v = parse_content_length(part)?;
                 if content_length.is_some_and(|old| old != v) {
@@ -290,6 +293,8 @@ mod tests {
         );
         assert_eq!(status("PUT /a HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n"), 400);
         assert_eq!(status("PUT /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(status("PUT /a HTTP/1.1\r\nContent-Length: \r\n\r\n"), 400);
+        assert_eq!(status("PUT /a HTTP/1.1\r\nContent-Length: ,\r\n\r\n"), 400);
     }
 
     #[test]
