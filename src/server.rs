@@ -293,6 +293,15 @@ fn worker(id: usize, shared: Arc<Shared>, listen: Listen, ready: mpsc::Sender<Re
         let _ = ready.send(Ok(driver));
         drop(ready);
         tracing::debug!(worker = id, driver, "worker accepting");
+        if !shared.file_cache.ttl.is_zero() {
+            let cache = shared.file_cache;
+            monoio::spawn(async move {
+                loop {
+                    monoio::time::sleep(cache.ttl).await;
+                    cache.sweep();
+                }
+            });
+        }
         loop {
             let accepted = monoio::select! {
                 r = listener.accept() => Some(r),

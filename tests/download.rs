@@ -208,3 +208,29 @@ fn open_file_cache_serves_a_deleted_file_at_most_its_ttl() {
     .unwrap();
     assert_eq!(get(&s, &url).0, 404);
 }
+
+#[test]
+fn open_file_cache_closes_expired_files_without_new_requests() {
+    let s = Server::with_config("OpenFileCacheSeconds = 1");
+    let url = upload(&s, "swept.txt", b"held open", None);
+    for _ in 0..8 {
+        assert_eq!(get(&s, &url).0, 200);
+    }
+    let on_disk = s
+        .store()
+        .join(hmac_file_server::path::store_path(&url, "/upload/").unwrap().as_str());
+    // A deleted file shows as "<path> (deleted)": compare as text.
+    let path_text = on_disk.display().to_string();
+    let held = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .flatten()
+            .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.display().to_string().starts_with(&path_text)))
+            .count()
+    };
+    assert!(held() > 0, "the cache holds the file open");
+    // A retention job deletes it; no request for it follows. Its space must not stay pinned.
+    std::fs::remove_file(&on_disk).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(held(), 0, "expired cache entries are closed by the sweep");
+}

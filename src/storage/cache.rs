@@ -60,3 +60,16 @@ pub fn put(path: &str, stored: Rc<Stored>, now: Instant, ttl: Duration, capacity
         );
     });
 }
+
+/// Close every expired entry. Run by each worker once per TTL, so a file deleted behind the
+/// server's back (a retention job) has its disk space released within about two TTLs, not
+/// whenever the cache happens to fill up.
+pub fn sweep(now: Instant) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.map.retain(|_, e| e.expires > now);
+        if c.map.is_empty() && c.map.capacity() > 64 {
+            c.map.shrink_to(64);
+        }
+    });
+}

@@ -357,6 +357,13 @@ pub struct OpenFileCache {
     pub entries: usize,
 }
 
+impl OpenFileCache {
+    /// Close this worker's expired entries (each worker calls it once per TTL).
+    pub fn sweep(&self) {
+        cache::sweep(std::time::Instant::now());
+    }
+}
+
 /// A stored file opened for a download.
 pub struct Stored {
     pub file: monoio::fs::File,
