@@ -255,6 +255,13 @@ impl Config {
         })
     }
 
+    pub fn metrics_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        parse_listen(&self.metrics_port).ok_or_else(|| ConfigError::Invalid {
+            key: "MetricsPort",
+            message: format!("{:?} is not \":port\" or \"host:port\"", self.metrics_port),
+        })
+    }
+
     /// The URL prefix uploads and downloads live under, with leading and trailing slash.
     pub fn url_prefix(&self) -> String {
         let trimmed = self.upload_sub_dir.trim_matches('/');

@@ -1,6 +1,7 @@
 //! hmac-file-server: signed HTTP uploads for XMPP servers (XEP-0363 external upload), on a
 //! thread-per-core io_uring runtime. `server` is where a request's journey starts.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod conn;

@@ -102,7 +102,6 @@ fn main() -> ExitCode {
         }
     };
     for (key, set) in [
-        ("MetricsEnabled", config.metrics_enabled),
         ("RedisAddr", !config.redis_addr.is_empty()),
         ("FallbackEnabled", config.fallback_enabled),
     ] {

@@ -65,6 +65,8 @@ pub enum StartError {
     UnixBind { path: String, source: std::io::Error },
     #[error("Unix socket {path} (ListenPort) is in use by a running server")]
     UnixInUse { path: String },
+    #[error("cannot listen on {addr} (MetricsPort): {source}")]
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
     #[error("worker thread failed to start: {0}")]
     Worker(String),
 }
@@ -95,6 +97,7 @@ pub fn run(shared: Shared) -> Result<(), StartError> {
         );
     }
     let shared = Arc::new(shared);
+    let _side = crate::admin::start(shared.clone())?;
     let workers = shared.config.worker_count();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, StartError>>();
     let mut handles = Vec::new();

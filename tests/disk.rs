@@ -154,7 +154,14 @@ fn read_only_store_answers_503_and_recovers() {
         return;
     }
     let fs = Tmpfs::mount("8m");
-    let s = server_on(fs.path());
+    let port = free_port();
+    let s = Server::with_config(&format!(
+        "StoreDir = \"{}\"\nMetricsEnabled = true\nMetricsPort = \"127.0.0.1:{port}\"",
+        fs.path().display()
+    ));
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ready = || raw(metrics, b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").status;
+    assert_eq!(ready(), 200);
     let kept = unique("kept.txt");
     assert_eq!(put(&s, &s.put_target(&kept, 4, None, Proto::V), b"kept", None), 201);
     fs.remount("ro");
@@ -164,12 +171,14 @@ fn read_only_store_answers_503_and_recovers() {
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(s.log().contains("StoreDir is not writable"), "{}", s.log());
+    assert_eq!(ready(), 503, "/ready follows the store");
     // Downloads go on.
     assert_eq!(
         get(&s, &format!("/upload/{}", encode_path(&kept))),
         (200, b"kept".to_vec())
     );
     fs.remount("rw");
+    assert_eq!(ready(), 200);
     assert_eq!(put(&s, &target, b"data", None), 201);
 }
 

@@ -201,6 +201,20 @@ impl Store {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// Whether an upload could start now: create a temporary and throw it away.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let (fd, name) = self.create_temp()?;
+        drop(fd);
+        if let Some(name) = name {
+            nix::unistd::unlinkat(
+                Some(self.tmp.as_raw_fd()),
+                name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )?;
+        }
+        Ok(())
+    }
+
     /// A new temporary file: unnamed (O_TMPFILE) where possible, else named in the reserved dir.
     fn create_temp(&self) -> io::Result<(OwnedFd, Option<String>)> {
         if self.tmpfile {

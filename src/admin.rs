@@ -1,0 +1,136 @@
+//! The operator's port (`MetricsPort`, when `MetricsEnabled`): `GET /health` (liveness) and
+//! `GET /ready` (readiness: an upload could start now), as JSON. It runs on the side tokio
+//! thread that the design reserves for everything off the hot path, so a slow scraper or
+//! probe never touches a worker. Uploads and downloads are never served here, and this port's
+//! paths are never served on the upload port.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::server::{Shared, StartError};
+
+/// A probe's request head must fit here and arrive within the timeout.
+const MAX_HEAD: usize = 8 << 10;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bind the port now (so a taken port fails the start, naming the key) and serve it from the
+/// side thread. Returns None when `MetricsEnabled` is false.
+pub fn start(shared: Arc<Shared>) -> Result<Option<std::thread::JoinHandle<()>>, StartError> {
+    if !shared.config.metrics_enabled {
+        return Ok(None);
+    }
+    let addr = shared
+        .config
+        .metrics_addr()
+        .map_err(|e| StartError::Worker(e.to_string()))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::MetricsBind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| StartError::Worker(format!("metrics listener: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| StartError::Worker(format!("side runtime: {e}")))?;
+    let started = Instant::now();
+    let handle = std::thread::Builder::new()
+        .name("side".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "metrics port: cannot serve");
+                        return;
+                    }
+                };
+                tracing::info!(%addr, "metrics port listening (/health, /ready; /metrics comes in a later version)");
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let shared = shared.clone();
+                            tokio::spawn(async move { serve(&shared, stream, started).await });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "metrics port: accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .map_err(|e| StartError::Worker(e.to_string()))?;
+    Ok(Some(handle))
+}
+
+/// One request per connection: probes and scrapers open a fresh one each time anyway.
+async fn serve(shared: &Shared, mut stream: tokio::net::TcpStream, started: Instant) {
+    let mut buf = Vec::with_capacity(1024);
+    let head = tokio::time::timeout(READ_TIMEOUT, async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(_)) => {
+                    return Some((req.method?.to_owned(), req.path?.to_owned()));
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    let (status, body) = match head {
+        Ok(Some((method, path))) => respond(shared, &method, &path, started),
+        _ => (400, serde_json::json!({"error": "bad request"})),
+    };
+    let body = body.to_string();
+    let reply = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        crate::http::response::reason(status),
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+fn respond(shared: &Shared, method: &str, path: &str, started: Instant) -> (u16, serde_json::Value) {
+    if method != "GET" && method != "HEAD" {
+        return (405, serde_json::json!({"error": "method not allowed"}));
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/health" => (
+            200,
+            serde_json::json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_seconds": started.elapsed().as_secs(),
+            }),
+        ),
+        "/ready" => match shared.store.probe_writable() {
+            Ok(()) => (200, serde_json::json!({"status": "ready", "checks": {"storage": "ok"}})),
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready: StoreDir is not writable");
+                (
+                    503,
+                    serde_json::json!({
+                        "status": "not ready",
+                        "checks": {"storage": format!("StoreDir is not writable: {e}")},
+                    }),
+                )
+            }
+        },
+        _ => (
+            404,
+            serde_json::json!({"error": "not found", "paths": ["/health", "/ready"]}),
+        ),
+    }
+}
