@@ -39,6 +39,9 @@ pub struct Config {
     pub log_level: String,
     #[serde(rename = "LogFile")]
     pub log_file: String,
+    /// "text" (human-readable lines) or "json" (one object per line, for log shippers).
+    #[serde(rename = "LogFormat")]
+    pub log_format: String,
     #[serde(rename = "MaxRetries")]
     pub max_retries: u32,
     #[serde(rename = "RetryDelay")]
@@ -126,6 +129,7 @@ impl Default for Config {
             upload_sub_dir: "upload".into(),
             log_level: "info".into(),
             log_file: String::new(),
+            log_format: "text".into(),
             max_retries: 3,
             retry_delay: 2,
             metrics_enabled: false,
@@ -207,6 +211,9 @@ impl Config {
         }
         if !["debug", "info", "warn", "error"].contains(&self.log_level.to_ascii_lowercase().as_str()) {
             return invalid("LogLevel", "must be one of debug, info, warn, error");
+        }
+        if !["text", "json"].contains(&self.log_format.to_ascii_lowercase().as_str()) {
+            return invalid("LogFormat", "must be \"text\" or \"json\"");
         }
         if self.chunk_size.0 < 4096 || self.chunk_size.0 > (64 << 20) {
             return invalid("ChunkSize", "must be between 4KB and 64MB");

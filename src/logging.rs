@@ -1,13 +1,65 @@
-//! Logs to `LogFile` or the console at `LogLevel`, through a background writer thread so a
-//! slow disk or terminal never stalls a worker.
+//! Logs to `LogFile` or the console at `LogLevel`, as text or JSON (`LogFormat`), through a
+//! background writer thread so a slow disk or terminal never stalls a worker. SIGHUP reopens
+//! `LogFile` (logrotate moves it, then signals us).
 
-use std::fs::OpenOptions;
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::Config;
+
+/// Set by SIGHUP; the writer thread reopens the file before its next write.
+static REOPEN: AtomicBool = AtomicBool::new(false);
+/// Whether there is a file to reopen (false when logging to the console).
+static TO_FILE: AtomicBool = AtomicBool::new(false);
+
+/// Ask for `LogFile` to be reopened. The line logged here is the first in the new file, so the
+/// switch happens at once rather than at the next request.
+pub fn reopen() {
+    if TO_FILE.load(Ordering::Relaxed) {
+        REOPEN.store(true, Ordering::Release);
+        tracing::info!("SIGHUP: log file reopened");
+    } else {
+        tracing::info!("SIGHUP: logging to the console, nothing to reopen");
+    }
+}
+
+/// `LogFile`, reopened by path when asked. Only the writer thread touches it, so switching
+/// files needs no lock: everything written before the switch is flushed to the old file
+/// (which logrotate has renamed), everything after goes to the new one; nothing is lost.
+struct LogFile {
+    path: PathBuf,
+    file: BufWriter<File>,
+}
+
+impl LogFile {
+    fn open(path: &PathBuf) -> io::Result<BufWriter<File>> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(BufWriter::with_capacity(64 * 1024, file))
+    }
+}
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if REOPEN.swap(false, Ordering::Acquire) {
+            self.file.flush()?;
+            match LogFile::open(&self.path) {
+                Ok(f) => self.file = f,
+                // Keep writing to the old file rather than lose lines.
+                Err(e) => eprintln!("hmac-file-server: cannot reopen LogFile {}: {e}", self.path.display()),
+            }
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
 
 /// Install the global subscriber. Keep the guard alive: dropping it flushes and stops the writer.
 pub fn init(config: &Config) -> io::Result<WorkerGuard> {
@@ -19,17 +71,14 @@ pub fn init(config: &Config) -> io::Result<WorkerGuard> {
     };
     // The writer thread drains everything queued, then flushes: behind a BufWriter, lines that
     // arrived together cost one write() instead of one each (an access line per request).
-    let (writer, guard, ansi) = if config.log_file.is_empty() {
-        let (w, g) = tracing_appender::non_blocking(io::BufWriter::with_capacity(64 * 1024, io::stderr()));
-        (w, g, false)
+    let (writer, guard) = if config.log_file.is_empty() {
+        tracing_appender::non_blocking(BufWriter::with_capacity(64 * 1024, io::stderr()))
     } else {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&config.log_file)
+        let path = PathBuf::from(&config.log_file);
+        let file = LogFile::open(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open LogFile {}: {e}", config.log_file)))?;
-        let (w, g) = tracing_appender::non_blocking(io::BufWriter::with_capacity(64 * 1024, file));
-        (w, g, false)
+        TO_FILE.store(true, Ordering::Relaxed);
+        tracing_appender::non_blocking(LogFile { path, file })
     };
     // Drop monoio's own chatter below warn unless we are debugging.
     let filter = tracing_subscriber::filter::Targets::new()
@@ -44,13 +93,23 @@ pub fn init(config: &Config) -> io::Result<WorkerGuard> {
         );
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    let json = config.log_format.eq_ignore_ascii_case("json");
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer.clone())
+            .with_ansi(false)
+            .with_thread_names(true)
+    });
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .with_thread_names(true)
+    });
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(writer)
-                .with_ansi(ansi)
-                .with_thread_names(true),
-        )
+        .with(text_layer)
+        .with(json_layer)
         .with(filter)
         .try_init()
         .map_err(|e| io::Error::other(e.to_string()))?;

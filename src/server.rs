@@ -197,8 +197,10 @@ fn bind_unix(config: &Config) -> Result<std::os::unix::net::UnixListener, StartE
 fn drain_on_signal(shared: &Shared) {
     let set = shutdown::signal_set();
     let signal = loop {
-        if let Some(sig) = shutdown::wait_signal(&set, Duration::from_secs(3600)) {
-            break sig;
+        match shutdown::wait_signal(&set, Duration::from_secs(3600)) {
+            Some(libc::SIGHUP) => crate::logging::reopen(),
+            Some(sig) => break sig,
+            None => {}
         }
     };
     let timeout = Duration::from_secs(shared.config.graceful_shutdown_timeout);
@@ -220,9 +222,13 @@ fn drain_on_signal(shared: &Shared) {
             tracing::warn!(in_flight, "stopped: GracefulShutdownTimeout reached, aborting the rest");
             break;
         }
-        if let Some(sig) = shutdown::wait_signal(&set, Duration::from_millis(20)) {
-            tracing::warn!(signal = sig, in_flight, "stopped at once on a second signal");
-            break;
+        match shutdown::wait_signal(&set, Duration::from_millis(20)) {
+            Some(libc::SIGHUP) => crate::logging::reopen(),
+            Some(sig) => {
+                tracing::warn!(signal = sig, in_flight, "stopped at once on a second signal");
+                break;
+            }
+            None => {}
         }
     }
     // Unnamed temporaries vanish with the process; named ones (the fallback) are removed here.

@@ -89,6 +89,8 @@ pub fn signal_set() -> nix::sys::signal::SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
+    // Not a stop signal: reopen the log file (logrotate), see `logging::reopen`.
+    set.add(Signal::SIGHUP);
     set
 }
 

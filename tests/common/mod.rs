@@ -23,9 +23,27 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hmac-file-server")
 }
 
+/// A free loopback port for a server under test, chosen below the kernel's ephemeral range
+/// (32768 and up here): the clients of concurrent tests take their source ports from that
+/// range, and one that landed on a server's port just as it (re)starts would make its bind
+/// fail or a readiness probe connect to itself.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let mut x = nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed) | 1;
+    loop {
+        // xorshift: spread consecutive seeds over the range.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Wait (15 s at most) until `child` is up: `ready()` holds and a connection to `addr` reaches
@@ -164,6 +182,21 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Whether the log comes to contain `needle` within 5 s. Log lines are written by a
+    /// background thread, so a line about a request can land just after its response.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn store(&self) -> PathBuf {
