@@ -18,9 +18,13 @@ const INITIAL_READ_BUF: usize = 4096;
 /// Responses to pipelined requests are held back until this much is queued.
 const MAX_QUEUED_OUTPUT: usize = 64 * 1024;
 /// After an error we stop reading requests but drain what the client still sends for a
-/// while, so closing does not reset the connection before it has read our answer.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 4 << 20;
+/// while, so closing does not reset the connection before it has read our answer: a proxy
+/// streaming a refused upload (nginx with proxy_request_buffering off) would otherwise turn
+/// our 409 into its 502. Bounded like nginx's lingering close: in total time, in idle time
+/// between reads, and in bytes. It holds a connection, never a worker.
+const LINGER_TIME: Duration = Duration::from_secs(30);
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
 
 pub struct Conn<'a, S> {
     pub shared: &'a Shared,
@@ -231,7 +235,8 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
         let mut discarded = 0;
         let mut buf = vec![0u8; 16 * 1024];
         while discarded < LINGER_BYTES {
-            match monoio::time::timeout_at(deadline.into(), self.stream.read(buf)).await {
+            let until = deadline.min(Instant::now() + LINGER_IDLE);
+            match monoio::time::timeout_at(until.into(), self.stream.read(buf)).await {
                 Ok((Ok(n), b)) if n > 0 => {
                     discarded += n;
                     buf = b;

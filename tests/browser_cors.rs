@@ -136,7 +136,9 @@ const BYTES = new Uint8Array({bytes:?});
     assert_eq!(out["again"], 409, "{out}");
     assert_eq!(std::fs::read(file_at(&s, &path)).expect("stored"), body);
     // The browser asked first, as browsers must for a cross-origin PUT with a Content-Type.
-    let log = s.log();
-    let preflights = log.lines().filter(|l| l.contains("method=OPTIONS")).count();
-    assert!(preflights >= 1, "no CORS preflight reached the server:\n{log}");
+    assert!(
+        s.wait_log("method=OPTIONS"),
+        "no CORS preflight reached the server:\n{}",
+        s.log()
+    );
 }

@@ -139,11 +139,7 @@ fn disk_full_during_the_body_is_500_and_leaves_nothing() {
     drop(c);
     wait_no_temporaries(&s, fs.path());
     assert!(!fs.path().join(&path).exists(), "nothing visible");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !s.log().contains("status=500") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(s.log().contains("status=500"), "{}", s.log());
+    assert!(s.wait_log("status=500"), "{}", s.log());
     // The partial data went with the temporary: the space is free again.
     upload_fits(&s, fs.path(), 1500 << 10, 3);
 }
@@ -170,7 +166,7 @@ fn read_only_store_answers_503_and_recovers() {
     let r = raw(s.addr, format!("{}data", put_head(&target, 4, None, "")).as_bytes());
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert!(s.log().contains("StoreDir is not writable"), "{}", s.log());
+    assert!(s.wait_log("StoreDir is not writable"), "{}", s.log());
     assert_eq!(ready(), 503, "/ready follows the store");
     // Downloads go on.
     assert_eq!(
@@ -190,6 +186,6 @@ fn deleted_store_answers_503() {
     let target = s.put_target(&path, 4, None, Proto::V);
     let r = raw(s.addr, format!("{}data", put_head(&target, 4, None, "")).as_bytes());
     assert_eq!(r.status, 503);
-    assert!(s.log().contains("StoreDir is not writable"), "{}", s.log());
+    assert!(s.wait_log("StoreDir is not writable"), "{}", s.log());
     assert_eq!(get(&s, &format!("/upload/{}", encode_path(&path))).0, 404);
 }

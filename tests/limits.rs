@@ -92,7 +92,7 @@ fn requests_per_ip_are_limited_with_retry_after() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(head_request(&s, &target).status, 200, "tokens refill");
     assert!(
-        s.log().contains("MaxRequestsPerSecondPerIP"),
+        s.wait_log("MaxRequestsPerSecondPerIP"),
         "the refusal is logged with its reason"
     );
 }
@@ -141,5 +141,5 @@ fn connection_cap_answers_503() {
         assert!(Instant::now() < deadline, "closed connections were not counted out");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(s.log().contains("MaxConnections (3) reached"));
+    assert!(s.wait_log("MaxConnections (3) reached"), "{}", s.log());
 }

@@ -161,8 +161,14 @@ fn uploads_and_downloads_through_the_readme_nginx_proxy() {
     assert_eq!(std::fs::read(&dl).unwrap(), &body[100..200]);
 
     // Refusals come back as they are: a second PUT, a forged signature.
-    let (code, _) = curl(&n, &["-T", &file_arg, "-H", "Content-Type: image/jpeg"], &target);
-    assert_eq!(code, 409);
+    let (code, out) = curl(&n, &["-T", &file_arg, "-H", "Content-Type: image/jpeg"], &target);
+    assert_eq!(
+        code,
+        409,
+        "{out}\nnginx: {}\n{}",
+        std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default(),
+        s.log()
+    );
     let small = files.path().join("small");
     std::fs::write(&small, &body[..10]).unwrap();
     let small_arg = small.display().to_string();
@@ -194,7 +200,7 @@ fn uploads_and_downloads_through_the_readme_nginx_proxy() {
     assert_eq!(origins, 1, "{head}");
 
     // The upstream saw the original request paths, signatures out of its log.
+    assert!(s.wait_log("status=201"), "{}", s.log());
     let log = s.log();
-    assert!(log.contains("status=201"), "{log}");
     assert!(!log.contains("v2="), "{log}");
 }

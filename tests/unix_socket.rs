@@ -119,8 +119,13 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
     assert!(sock.exists());
     let mut child = start(dir.path(), &sock);
     wait_listening(&sock, &mut child);
-    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
-    assert!(log.contains("replacing a stale Unix socket"), "{log}");
+    // The log is written by a background thread: give the line a moment to land.
+    let read_log = || std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !read_log().contains("replacing a stale Unix socket") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(read_log().contains("replacing a stale Unix socket"), "{}", read_log());
 
     // A second server on the same live socket must refuse to start, naming the problem.
     let dir2 = tempfile::tempdir().unwrap();
