@@ -99,7 +99,14 @@ fn start_nginx(upstream: &Server) -> Nginx {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let error_log = n.dir.path().join("error.log");
     let log = || std::fs::read_to_string(&error_log).unwrap_or_default();
-    wait_accepting(addr, &mut n.child, "nginx", || true, log);
+    wait_accepting(
+        addr,
+        &mut n.child,
+        "nginx",
+        std::time::Duration::from_secs(15),
+        || true,
+        log,
+    );
     n
 }
 

@@ -77,8 +77,20 @@ impl Xmpp {
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = x.log.clone();
-        let logged = || std::fs::read_to_string(&log).unwrap_or_default();
-        wait_accepting(addr, &mut x.child, "XMPP server", || true, logged);
+        let console = x._dir.path().join("console.log");
+        let logged = || {
+            let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+            format!("{}\n--- console ---\n{}", read(&log), read(&console))
+        };
+        // Generous: an Erlang VM booting beside a loaded test run has been seen to take long.
+        wait_accepting(
+            addr,
+            &mut x.child,
+            "XMPP server",
+            Duration::from_secs(60),
+            || true,
+            logged,
+        );
         x
     }
 
@@ -124,6 +136,16 @@ impl Drop for Xmpp {
     }
 }
 
+/// The XMPP server's own stdout and stderr, kept for the failure message.
+fn console(dir: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("console.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
 const PROSODY_MODULE: &str = "/usr/lib/prosody/modules/mod_http_upload_external/mod_http_upload_external.lua";
 
 fn start_prosody(dir: &Path, port: u16, base: &str, protocol: &str) -> (Child, PathBuf) {
@@ -167,8 +189,8 @@ Component "upload.localhost" "http_upload_external"
         .arg("--config")
         .arg(&cfg)
         .arg("-F")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(console(dir))
+        .stderr(console(dir))
         .spawn()
         .expect("spawn prosody");
     (child, dir.join("prosody.log"))
@@ -242,8 +264,8 @@ modules:
         .env("ERL_LIBS", ejabberd_libs().expect("ejabberd installed"))
         .env("HOME", dir)
         .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(console(dir))
+        .stderr(console(dir))
         .spawn()
         .expect("spawn ejabberd");
     (child, log)

@@ -46,7 +46,7 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Wait (15 s at most) until `child` is up: `ready()` holds and a connection to `addr` reaches
+/// Wait (`limit` at most) until `child` is up: `ready()` holds and a connection to `addr` reaches
 /// something other than ourselves. A bare connect is not enough: while nothing listens, a
 /// connect to a port in the ephemeral range can pick that same port as its source and connect
 /// to itself. Panics with `log()` if the child exits or the time runs out.
@@ -54,10 +54,11 @@ pub fn wait_accepting(
     addr: SocketAddr,
     child: &mut Child,
     what: &str,
+    limit: Duration,
     ready: impl Fn() -> bool,
     log: impl Fn() -> String,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited during start-up ({status}); log:\n{}", log());
@@ -71,7 +72,7 @@ pub fn wait_accepting(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{what} did not start within 15 s; log:\n{}", log());
+    panic!("{what} did not start within {limit:?}; log:\n{}", log());
 }
 
 /// Whether an external tool the interop tests drive is installed. Missing under `CI=true`: the
@@ -175,6 +176,7 @@ impl Server {
             self.addr,
             &mut self.child,
             "server",
+            Duration::from_secs(15),
             || logged().contains("listening"),
             logged,
         );
