@@ -2,7 +2,7 @@
 # Installs what the test suite drives besides our own binary, when it is missing:
 #   Debian: a C compiler and curl (build), prosody + prosody-modules and ejabberd (XMPP servers
 #   of tests/xmpp_interop.rs), chromium (tests/browser_cors.rs), nginx-light and openssl
-#   (tests/reverse_proxy.rs);
+#   (tests/reverse_proxy.rs), logrotate and systemd-analyze (tests/contrib.rs);
 #   PyPI: slixmpp and aiohttp (the XMPP client, tests/interop/requirements.txt).
 # Installing the Debian packages does not need their system services: the tests start private
 # instances on free loopback ports from throwaway directories.
@@ -22,6 +22,9 @@ dpkg -s lua-unbound >/dev/null 2>&1 || need+=(lua-unbound)
 ls -d /usr/lib/*/ejabberd-* >/dev/null 2>&1 || need+=(ejabberd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+# contrib/ checks (tests/contrib.rs).
+[ -x /usr/sbin/logrotate ] || need+=(logrotate)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
