@@ -1,5 +1,5 @@
-//! The operator's port (`MetricsPort`, when `MetricsEnabled`): `GET /health` (liveness) and
-//! `GET /ready` (readiness: an upload could start now), as JSON. It runs on the side tokio
+//! The operator's port (`MetricsPort`, when `MetricsEnabled`): `GET /metrics` (Prometheus),
+//! `GET /health` (liveness) and `GET /ready` (readiness: an upload could start now, JSON). It runs on the side tokio
 //! thread that the design reserves for everything off the hot path, so a slow scraper or
 //! probe never touches a worker. Uploads and downloads are never served here, and this port's
 //! paths are never served on the upload port.
@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::{Shared, StartError};
+
+const JSON: &str = "application/json";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A probe's request head must fit here and arrive within the timeout.
 const MAX_HEAD: usize = 8 << 10;
@@ -46,7 +50,7 @@ pub fn start(shared: Arc<Shared>) -> Result<Option<std::thread::JoinHandle<()>>,
                         return;
                     }
                 };
-                tracing::info!(%addr, "metrics port listening (/health, /ready; /metrics comes in a later version)");
+                tracing::info!(%addr, "metrics port listening (/metrics, /health, /ready)");
                 loop {
                     match listener.accept().await {
                         Ok((stream, _)) => {
@@ -80,7 +84,13 @@ async fn serve(shared: &Shared, mut stream: tokio::net::TcpStream, started: Inst
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
                 Ok(httparse::Status::Complete(_)) => {
-                    return Some((req.method?.to_owned(), req.path?.to_owned()));
+                    let accept = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("accept"))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                        .unwrap_or_default();
+                    return Some((req.method?.to_owned(), req.path?.to_owned(), accept));
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
                 _ => return None,
@@ -88,13 +98,23 @@ async fn serve(shared: &Shared, mut stream: tokio::net::TcpStream, started: Inst
         }
     })
     .await;
-    let (status, body) = match head {
-        Ok(Some((method, path))) => respond(shared, &method, &path, started),
-        _ => (400, serde_json::json!({"error": "bad request"})),
+    let (status, content_type, body) = match head {
+        Ok(Some((method, path, accept))) if path.split('?').next() == Some("/metrics") && method == "GET" => {
+            // Prometheus asks for OpenMetrics; promtool and older scrapers get the text format.
+            if accept.contains("application/openmetrics-text") {
+                (200, OPENMETRICS, shared.metrics.render(false))
+            } else {
+                (200, PROMETHEUS_TEXT, shared.metrics.render(true))
+            }
+        }
+        Ok(Some((method, path, _))) => {
+            let (status, body) = respond(shared, &method, &path, started);
+            (status, JSON, body.to_string())
+        }
+        _ => (400, JSON, serde_json::json!({"error": "bad request"}).to_string()),
     };
-    let body = body.to_string();
     let reply = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
         crate::http::response::reason(status),
         body.len()
     );

@@ -80,7 +80,57 @@ impl Error {
     }
 }
 
+/// Labels of `hmac_file_server_errors_total{reason}`, indexed by `Error::reason`.
+pub const REASONS: [&str; 20] = [
+    "bad_request",
+    "ambiguous_framing",
+    "bad_path",
+    "truncated",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "timeout",
+    "conflict",
+    "length_required",
+    "too_large",
+    "uri_too_long",
+    "expectation_failed",
+    "head_too_large",
+    "not_implemented",
+    "version_not_supported",
+    "too_many_requests",
+    "unavailable",
+    "insufficient_storage",
+    "io",
+];
+
 impl Error {
+    /// Index into `REASONS`, for the metrics.
+    pub fn reason(&self) -> usize {
+        match self {
+            Error::BadRequest(_) => 0,
+            Error::Smuggling(_) => 1,
+            Error::BadPath(_) => 2,
+            Error::Truncated => 3,
+            Error::Forbidden(_) => 4,
+            Error::NotFound => 5,
+            Error::MethodNotAllowed => 6,
+            Error::Timeout(_) => 7,
+            Error::Conflict => 8,
+            Error::LengthRequired => 9,
+            Error::TooLarge { .. } => 10,
+            Error::UriTooLong => 11,
+            Error::ExpectationFailed => 12,
+            Error::HeadTooLarge => 13,
+            Error::NotImplemented(_) => 14,
+            Error::VersionNotSupported => 15,
+            Error::TooManyRequests { .. } => 16,
+            Error::Unavailable(_) => 17,
+            Error::InsufficientStorage => 18,
+            Error::Io(_) => 19,
+        }
+    }
+
     /// Seconds for a Retry-After header, for the statuses that promise one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {

@@ -9,6 +9,7 @@ pub mod download;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod path;
 pub mod server;
 pub mod shutdown;

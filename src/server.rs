@@ -31,6 +31,7 @@ pub struct Shared {
     pub shutdown: Shutdown,
     pub per_ip: PerIp,
     pub connections: ConnectionCap,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -51,6 +52,7 @@ impl Shared {
                 config.max_concurrent_uploads_per_ip,
             ),
             connections: ConnectionCap::new(config.max_connections),
+            metrics: Arc::new(crate::metrics::Metrics::new(config.worker_count())),
             config,
             store,
         }
@@ -126,6 +128,7 @@ pub fn run(shared: Shared) -> Result<(), StartError> {
              epoll fallback, where file I/O blocks the worker threads"
         );
     }
+    shared.metrics.set_driver(driver);
     let addr = listen.describe();
     tracing::info!(%addr, workers, driver, store = %shared.store.root_path().display(), prefix = %shared.prefix, "listening");
     drop(handles); // workers run until the process exits
@@ -370,6 +373,7 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
     ip: Option<IpAddr>,
 ) {
     let mut conn = Conn::new(shared, stream);
+    let shard = shared.metrics.shard(worker);
     let Some(_open) = shared.connections.open() else {
         let e = Error::Unavailable(format!("MaxConnections ({}) reached", shared.config.max_connections));
         tracing::warn!(%peer, status = e.status(), error = %e, "connection refused");
@@ -377,6 +381,8 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         conn.linger_close().await;
         return;
     };
+    shard.connection_opened();
+    let _counted = ConnectionCounted(shard);
     loop {
         if shared.shutdown.is_requested() {
             return;
@@ -386,6 +392,8 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
             Ok(None) => return,
             Err(e) => {
                 tracing::info!(%peer, status = e.status(), error = %e, "bad request head");
+                shard.request_started(false);
+                shard.request_done(Method::Other, e.status(), Duration::ZERO, 0, Some(e.reason()));
                 error_response(&mut conn.wbuf, &e, true, false);
                 conn.linger_close().await;
                 return;
@@ -393,6 +401,7 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         };
         let in_flight = shared.shutdown.request(worker);
         let started = Instant::now();
+        shard.request_started(head.method == Method::Put);
         let result = match admit(shared, ip, &head) {
             Ok(upload_slot) => {
                 let result = dispatch(&mut conn, &head).await;
@@ -403,6 +412,11 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         };
         let path = log_path(&head);
         let us = started.elapsed().as_micros() as u64;
+        let took = started.elapsed();
+        match &result {
+            Ok(o) => shard.request_done(head.method, o.status, took, o.bytes, None),
+            Err(e) => shard.request_done(head.method, e.status(), took, 0, Some(e.reason())),
+        }
         let close = match result {
             Ok(o) => {
                 let m = &head.method_name;
@@ -432,6 +446,15 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         if conn.flush_if_idle().await.is_err() {
             return;
         }
+    }
+}
+
+/// Counts a connection out of `hmac_active_connections_total` however serving ends.
+struct ConnectionCounted<'a>(&'a crate::metrics::Shard);
+
+impl Drop for ConnectionCounted<'_> {
+    fn drop(&mut self) {
+        self.0.connection_closed();
     }
 }
 

@@ -3,7 +3,8 @@
 #   Debian: a C compiler and curl (build), prosody + prosody-modules and ejabberd (XMPP servers
 #   of tests/xmpp_interop.rs), chromium (tests/browser_cors.rs), nginx-light and openssl
 #   (tests/reverse_proxy.rs), logrotate and systemd-analyze (tests/contrib.rs);
-#   PyPI: slixmpp and aiohttp (the XMPP client, tests/interop/requirements.txt).
+#   PyPI: slixmpp and aiohttp (the XMPP client) and prometheus-client (the reference
+#   exposition parser), pinned in tests/interop/requirements.txt.
 # Installing the Debian packages does not need their system services: the tests start private
 # instances on free loopback ports from throwaway directories.
 set -euo pipefail
@@ -25,6 +26,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # contrib/ checks (tests/contrib.rs).
 [ -x /usr/sbin/logrotate ] || need+=(logrotate)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# promtool and a real Prometheus server (tests/metrics.rs).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
@@ -32,7 +35,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-if ! python3 -c "import slixmpp, aiohttp" >/dev/null 2>&1; then
+if ! python3 -c "import slixmpp, aiohttp, prometheus_client" >/dev/null 2>&1; then
   echo "install-deps: pip install -r tests/interop/requirements.txt"
   python3 -m pip install -q -r tests/interop/requirements.txt
 fi
