@@ -113,14 +113,14 @@ class Peer:
 class Ours(Peer):
     signed = True
 
-    def __init__(self, name, port, store, workdir, sync, workers):
+    def __init__(self, name, port, store, workdir, sync, workers, extra=""):
         super().__init__(name, port, store)
         self.cfg = os.path.join(workdir, f"{name}.toml")
         with open(self.cfg, "w") as f:
             f.write(
                 f'ListenPort = "127.0.0.1:{port}"\nSecret = "{SECRET}"\nStoreDir = "{store}"\n'
                 f'LogFile = "{workdir}/{name}.log"\nLogLevel = "info"\nUploadMaxSize = "4GB"\n'
-                f"SyncWrites = {'true' if sync else 'false'}\nWorkers = {workers}\n"
+                f"SyncWrites = {'true' if sync else 'false'}\nWorkers = {workers}\n{extra}"
             )
 
     def start(self):

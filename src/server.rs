@@ -373,7 +373,8 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
     ip: Option<IpAddr>,
 ) {
     let mut conn = Conn::new(shared, stream);
-    let shard = shared.metrics.shard(worker);
+    // With MetricsEnabled off nothing is counted at all (the "off" of the metrics benchmark).
+    let shard = shared.config.metrics_enabled.then(|| shared.metrics.shard(worker));
     let Some(_open) = shared.connections.open() else {
         let e = Error::Unavailable(format!("MaxConnections ({}) reached", shared.config.max_connections));
         tracing::warn!(%peer, status = e.status(), error = %e, "connection refused");
@@ -381,8 +382,10 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         conn.linger_close().await;
         return;
     };
-    shard.connection_opened();
-    let _counted = ConnectionCounted(shard);
+    let _counted = shard.map(|shard| {
+        shard.connection_opened();
+        ConnectionCounted(shard)
+    });
     loop {
         if shared.shutdown.is_requested() {
             return;
@@ -392,8 +395,10 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
             Ok(None) => return,
             Err(e) => {
                 tracing::info!(%peer, status = e.status(), error = %e, "bad request head");
-                shard.request_started(false);
-                shard.request_done(Method::Other, e.status(), Duration::ZERO, 0, Some(e.reason()));
+                if let Some(shard) = shard {
+                    shard.request_started(false);
+                    shard.request_done(Method::Other, e.status(), Duration::ZERO, 0, Some(e.reason()));
+                }
                 error_response(&mut conn.wbuf, &e, true, false);
                 conn.linger_close().await;
                 return;
@@ -401,7 +406,9 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         };
         let in_flight = shared.shutdown.request(worker);
         let started = Instant::now();
-        shard.request_started(head.method == Method::Put);
+        if let Some(shard) = shard {
+            shard.request_started(head.method == Method::Put);
+        }
         let result = match admit(shared, ip, &head) {
             Ok(upload_slot) => {
                 let result = dispatch(&mut conn, &head).await;
@@ -412,10 +419,12 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         };
         let path = log_path(&head);
         let us = started.elapsed().as_micros() as u64;
-        let took = started.elapsed();
-        match &result {
-            Ok(o) => shard.request_done(head.method, o.status, took, o.bytes, None),
-            Err(e) => shard.request_done(head.method, e.status(), took, 0, Some(e.reason())),
+        if let Some(shard) = shard {
+            let took = started.elapsed();
+            match &result {
+                Ok(o) => shard.request_done(head.method, o.status, took, o.bytes, None),
+                Err(e) => shard.request_done(head.method, e.status(), took, 0, Some(e.reason())),
+            }
         }
         let close = match result {
             Ok(o) => {

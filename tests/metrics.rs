@@ -296,3 +296,59 @@ fn a_real_prometheus_scrapes_the_uploads_counter() {
     let _ = prometheus.wait();
     assert_eq!(value, "1", "{last}");
 }
+
+/// Metric names a PromQL expression uses (identifiers of ours or the process metrics).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut word = String::new();
+    for c in expr.chars().chain([' ']) {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            if word.starts_with("hmac_") || word.starts_with("process_") {
+                names.push(std::mem::take(&mut word));
+            }
+            word.clear();
+        }
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_uses_only_exported_metrics() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/grafana-dashboard.json")).unwrap(),
+    )
+    .expect("dashboard JSON");
+    let mut used = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            used.extend(metric_names(target["expr"].as_str().expect("expr")));
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = var["query"].as_str() {
+            used.extend(metric_names(q));
+        }
+    }
+    assert!(used.len() >= 15, "{used:?}");
+    let (s, metrics) = with_metrics();
+    // Traffic, so every labelled family has a sample.
+    assert_eq!(
+        put(&s, &s.put_target(&unique("g.bin"), 1, None, Proto::V), b"x", None),
+        201
+    );
+    assert_eq!(get(&s, "/upload/none").0, 404);
+    let (_, text) = scrape_raw(metrics, false);
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for name in &used {
+        assert!(
+            exported.contains(name.as_str()),
+            "the dashboard uses {name}, which is not exported"
+        );
+    }
+}
