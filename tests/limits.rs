@@ -81,12 +81,16 @@ fn requests_per_ip_are_limited_with_retry_after() {
     let path = unique("limited.txt");
     assert_eq!(put(&s, &s.put_target(&path, 2, None, Proto::V), b"hi", None), 201);
     let target = format!("/upload/{}", encode_path(&path));
+    let burst_started = Instant::now();
     let statuses: Vec<Response> = (0..20).map(|_| head_request(&s, &target)).collect();
+    // Tokens refill at 5/s while the burst runs (milliseconds, unless the machine is loaded).
+    let refilled = (burst_started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
     let ok = statuses.iter().filter(|r| r.status == 200).count();
     let limited: Vec<&Response> = statuses.iter().filter(|r| r.status == 429).collect();
     assert_eq!(ok + limited.len(), 20);
     // The put used one token, the bucket holds five: at most a handful pass in the burst.
-    assert!((4..=6).contains(&ok), "{ok} passed");
+    assert!(ok >= 4 && ok <= 5 + refilled, "{ok} passed, {refilled} refilled");
+    assert!(!limited.is_empty());
     let retry: u64 = limited[0].header("retry-after").expect("Retry-After").parse().unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     std::thread::sleep(Duration::from_millis(1100));
