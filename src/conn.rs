@@ -22,7 +22,7 @@ const MAX_QUEUED_OUTPUT: usize = 64 * 1024;
 /// streaming a refused upload (nginx with proxy_request_buffering off) would otherwise turn
 /// our 409 into its 502. Bounded like nginx's lingering close: in total time, in idle time
 /// between reads, and in bytes. It holds a connection, never a worker.
-const LINGER_TIME: Duration = Duration::from_secs(30);
+pub const LINGER_TIME: Duration = Duration::from_secs(30);
 const LINGER_IDLE: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 64 << 20;
 
@@ -225,13 +225,14 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
     }
 
     /// Close after an error: flush the answer, stop sending, and discard what the client still
-    /// sends for a moment, so the kernel does not reset the connection under our response.
-    pub async fn linger_close(mut self) {
+    /// sends for up to `time` (normally `LINGER_TIME`), so the kernel does not reset the
+    /// connection under our response.
+    pub async fn linger_close(mut self, time: Duration) {
         if self.flush().await.is_err() {
             return;
         }
         let _ = self.stream.shutdown().await;
-        let deadline = Instant::now() + LINGER_TIME;
+        let deadline = Instant::now() + time;
         let mut discarded = 0;
         let mut buf = vec![0u8; 16 * 1024];
         while discarded < LINGER_BYTES {

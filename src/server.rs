@@ -13,7 +13,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{ListenerOpts, TcpListener, UnixListener};
 
 use crate::config::Config;
-use crate::conn::{Conn, Outcome};
+use crate::conn::{Conn, Outcome, LINGER_TIME};
 use crate::error::Error;
 use crate::http::{response, Head, Limits, Method};
 use crate::shutdown::{self, Shutdown};
@@ -379,7 +379,8 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         let e = Error::Unavailable(format!("MaxConnections ({}) reached", shared.config.max_connections));
         tracing::warn!(%peer, status = e.status(), error = %e, "connection refused");
         error_response(&mut conn.wbuf, &e, true, false);
-        conn.linger_close().await;
+        // Briefly: this connection is not counted against the cap, so it must not stay long.
+        conn.linger_close(Duration::from_secs(1)).await;
         return;
     };
     let _counted = shard.map(|shard| {
@@ -400,7 +401,7 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
                     shard.request_done(Method::Other, e.status(), Duration::ZERO, 0, Some(e.reason()));
                 }
                 error_response(&mut conn.wbuf, &e, true, false);
-                conn.linger_close().await;
+                conn.linger_close(LINGER_TIME).await;
                 return;
             }
         };
@@ -418,9 +419,9 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
             Err(e) => Err(e),
         };
         let path = log_path(&head);
-        let us = started.elapsed().as_micros() as u64;
+        let took = started.elapsed();
+        let us = took.as_micros() as u64;
         if let Some(shard) = shard {
-            let took = started.elapsed();
             match &result {
                 Ok(o) => shard.request_done(head.method, o.status, took, o.bytes, None),
                 Err(e) => shard.request_done(head.method, e.status(), took, 0, Some(e.reason())),
@@ -449,7 +450,7 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         if close || shared.shutdown.is_requested() {
             let _ = conn.flush().await;
             drop(in_flight); // answered: the drain need not wait for the linger
-            conn.linger_close().await;
+            conn.linger_close(LINGER_TIME).await;
             return;
         }
         if conn.flush_if_idle().await.is_err() {

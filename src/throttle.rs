@@ -20,14 +20,16 @@ pub fn pace_delay(rate: u64, bytes: u64, elapsed: Duration) -> Option<Duration> 
     if rate == 0 {
         return None;
     }
-    let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
+    // try_: a schedule beyond what Duration holds is no reason to panic (rates come from config).
+    let due = Duration::try_from_secs_f64(bytes as f64 / rate as f64).ok()?;
     let wait = due.checked_sub(elapsed)?;
     (wait >= MIN_DELAY).then_some(wait)
 }
 
-/// One upload body's schedule. Reads are never split up: after each read that put the body
-/// ahead of its schedule, the upload sleeps once until the schedule catches up, so a paced
-/// upload costs one timer per read at most and nothing while it is slower than the limit.
+/// One upload body's schedule. Reads are capped at about a tenth of a second's budget
+/// (`read_size`); after each read that put the body ahead of its schedule, the upload sleeps
+/// once until the schedule catches up, so a paced upload costs one timer per read at most and
+/// nothing while it is slower than the limit.
 pub struct Pace {
     rate: u64,
     start: Instant,

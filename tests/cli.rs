@@ -3,22 +3,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).output().expect("run binary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn write_config(dir: &std::path::Path, body: &str) -> String {
-    let p = dir.join("c.toml");
-    std::fs::write(&p, body).unwrap();
-    p.display().to_string()
-}
 
 #[test]
 fn shipped_example_config_is_valid() {

@@ -150,12 +150,7 @@ fn read_only_store_answers_503_and_recovers() {
         return;
     }
     let fs = Tmpfs::mount("8m");
-    let port = free_port();
-    let s = Server::with_config(&format!(
-        "StoreDir = \"{}\"\nMetricsEnabled = true\nMetricsPort = \"127.0.0.1:{port}\"",
-        fs.path().display()
-    ));
-    let metrics: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (s, metrics) = Server::with_metrics(&format!("StoreDir = \"{}\"", fs.path().display()), &[]);
     let ready = || raw(metrics, b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").status;
     assert_eq!(ready(), 200);
     let kept = unique("kept.txt");

@@ -5,14 +5,6 @@ mod common;
 use common::*;
 use std::net::SocketAddr;
 
-fn with_metrics_port(extra: &str) -> (Server, SocketAddr) {
-    let port = free_port();
-    let s = Server::with_config(&format!(
-        "MetricsEnabled = true\nMetricsPort = \"127.0.0.1:{port}\"\n{extra}"
-    ));
-    (s, format!("127.0.0.1:{port}").parse().unwrap())
-}
-
 fn probe(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let r = raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -21,7 +13,7 @@ fn probe(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
 
 #[test]
 fn health_and_ready_on_the_metrics_port_only() {
-    let (s, metrics) = with_metrics_port("");
+    let (s, metrics) = Server::with_metrics("", &[]);
     let (status, health) = probe(metrics, "/health");
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
@@ -48,7 +40,7 @@ fn health_and_ready_on_the_metrics_port_only() {
 
 #[test]
 fn ready_fails_when_store_dir_vanishes() {
-    let (s, metrics) = with_metrics_port("");
+    let (s, metrics) = Server::with_metrics("", &[]);
     std::fs::remove_dir_all(s.store()).unwrap();
     let (status, ready) = probe(metrics, "/ready");
     assert_eq!(status, 503);
@@ -60,37 +52,25 @@ fn ready_fails_when_store_dir_vanishes() {
 
 #[test]
 fn ready_with_named_temporaries_leaves_none() {
-    let port = free_port();
-    let s = Server::with_config_env(
-        &format!("MetricsEnabled = true\nMetricsPort = \"127.0.0.1:{port}\""),
-        &[("HMAC_FILE_SERVER_NO_TMPFILE", "1")],
-    );
-    let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (s, metrics) = Server::with_metrics("", &[("HMAC_FILE_SERVER_NO_TMPFILE", "1")]);
     assert_eq!(probe(metrics, "/ready").0, 200);
     assert!(s.temporaries().is_empty(), "{:?}", s.temporaries());
 }
 
 #[test]
 fn metrics_port_in_use_fails_the_start() {
-    let (s, metrics) = with_metrics_port("");
+    let (s, metrics) = Server::with_metrics("", &[]);
     let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = write_config(
+        d.path(),
+        &format!(
             "Secret = \"x\"\nStoreDir = \"{}\"\nListenPort = \"127.0.0.1:{}\"\nMetricsEnabled = true\nMetricsPort = \"{metrics}\"\n",
             d.path().join("s").display(),
             free_port()
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    let (code, _, err) = run(&["--config", &cfg]);
+    assert_ne!(code, 0);
     assert!(err.contains("MetricsPort"), "{err}");
     drop(s);
 }

@@ -33,22 +33,16 @@ fn json_log_lines() {
 #[test]
 fn unknown_log_format_is_a_config_error() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = write_config(
+        d.path(),
+        &format!(
             "Secret = \"x\"\nStoreDir = \"{}\"\nLogFormat = \"xml\"\n",
             d.path().join("s").display()
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["--check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("LogFormat"));
+    );
+    let (code, _, err) = run(&["--check-config", "--config", &cfg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("LogFormat"), "{err}");
 }
 
 /// Paths of the access lines for PUTs in `text`.

@@ -10,12 +10,6 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn with_metrics() -> (Server, SocketAddr) {
-    let port = free_port();
-    let s = Server::with_config(&format!("MetricsEnabled = true\nMetricsPort = \"127.0.0.1:{port}\""));
-    (s, format!("127.0.0.1:{port}").parse().unwrap())
-}
-
 fn scrape_raw(metrics: SocketAddr, openmetrics: bool) -> (String, String) {
     let accept = if openmetrics {
         "Accept: application/openmetrics-text; version=1.0.0\r\n"
@@ -81,7 +75,7 @@ fn every_metric_moves_by_exactly_what_was_done() {
     if !installed() {
         return;
     }
-    let (s, metrics) = with_metrics();
+    let (s, metrics) = Server::with_metrics("", &[]);
     let before = scrape(metrics, false);
     let mut stored = Vec::new();
     for (i, size) in [10usize, 100_000, 2 << 20].into_iter().enumerate() {
@@ -185,7 +179,7 @@ fn an_upload_in_flight_is_counted() {
     if !installed() {
         return;
     }
-    let (s, metrics) = with_metrics();
+    let (s, metrics) = Server::with_metrics("", &[]);
     let target = s.put_target(&unique("slow.bin"), 10, None, Proto::V);
     let mut c = connect(s.addr);
     c.write_all(put_head(&target, 10, None, "").as_bytes()).unwrap();
@@ -224,7 +218,7 @@ fn cpu_usage_follows_the_work_between_scrapes() {
     if !installed() {
         return;
     }
-    let (s, metrics) = with_metrics();
+    let (s, metrics) = Server::with_metrics("", &[]);
     let path = unique("cpu.bin");
     assert_eq!(put(&s, &s.put_target(&path, 3, None, Proto::V), b"cpu", None), 201);
     let target = format!("/upload/{}", encode_path(&path));
@@ -255,7 +249,7 @@ fn promtool_accepts_the_exposition() {
     if !require("promtool (Debian prometheus)", on_path("promtool")) {
         return;
     }
-    let (s, metrics) = with_metrics();
+    let (s, metrics) = Server::with_metrics("", &[]);
     assert_eq!(
         put(&s, &s.put_target(&unique("p.bin"), 1, None, Proto::V), b"x", None),
         201
@@ -287,7 +281,7 @@ fn a_real_prometheus_scrapes_the_uploads_counter() {
     if !require("prometheus (Debian)", on_path("prometheus")) {
         return;
     }
-    let (s, metrics) = with_metrics();
+    let (s, metrics) = Server::with_metrics("", &[]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -373,7 +367,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics() {
         }
     }
     assert!(used.len() >= 15, "{used:?}");
-    let (s, metrics) = with_metrics();
+    let (s, metrics) = Server::with_metrics("", &[]);
     // Traffic, so every labelled family has a sample.
     assert_eq!(
         put(&s, &s.put_target(&unique("g.bin"), 1, None, Proto::V), b"x", None),

@@ -32,8 +32,8 @@ enum Flavour {
 
 /// One XMPP server process with its own directory, log and client port.
 struct Xmpp {
-    /// Config, data and log of this instance; removed with it.
-    _dir: tempfile::TempDir,
+    /// Config, data, logs and console output of this instance; removed with it.
+    dir: tempfile::TempDir,
     child: Child,
     port: u16,
     log: PathBuf,
@@ -69,7 +69,7 @@ impl Xmpp {
             }
         };
         let mut x = Xmpp {
-            _dir: dir,
+            dir,
             child,
             port,
             log,
@@ -77,7 +77,7 @@ impl Xmpp {
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = x.log.clone();
-        let console = x._dir.path().join("console.log");
+        let console = x.dir.path().join("console.log");
         let logged = || {
             let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
             format!("{}\n--- console ---\n{}", read(&log), read(&console))

@@ -89,6 +89,23 @@ pub fn require(tool: &str, present: bool) -> bool {
     false
 }
 
+/// Run the server binary with `args` to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().expect("run binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Write `body` as `c.toml` in `dir`; its path.
+pub fn write_config(dir: &Path, body: &str) -> String {
+    let p = dir.join("c.toml");
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
 /// Whether `cmd` is an executable on PATH (some tools, like `prosody --version`, wait on
 /// their terminal when run, so finding them is the check).
 pub fn on_path(cmd: &str) -> bool {
@@ -150,6 +167,16 @@ impl Server {
         let mut server = Server { addr, dir, child, env };
         server.wait_ready();
         server
+    }
+
+    /// Start with the operator's port (`/metrics`, `/health`, `/ready`) on a free port too.
+    pub fn with_metrics(extra: &str, env: &[(&str, &str)]) -> (Server, SocketAddr) {
+        let port = free_port();
+        let s = Server::with_config_env(
+            &format!("MetricsEnabled = true\nMetricsPort = \"127.0.0.1:{port}\"\n{extra}"),
+            env,
+        );
+        (s, SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     /// SIGKILL the server (no chance to clean up), as a crash or power cut would.
