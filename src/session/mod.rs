@@ -1,0 +1,162 @@
+//! Upload sessions of resumable (tus) uploads: what the server remembers between the requests
+//! of one upload. The store behind them is a `SessionStore`; the embedded one (a journal under
+//! StoreDir) is the default, and the shared stores of a cluster implement the same trait.
+//!
+//! Stores run on the side tokio thread, never on a worker: a worker hands a request to the
+//! side runtime's task queue and awaits the reply on a oneshot channel, so a slow store
+//! delays only the resumable request that asked, and plain PUT/GET never touch it.
+
+pub mod embedded;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// One resumable upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The capability in the upload URL (also names the partial file).
+    pub id: String,
+    /// The signed store path the file is published at.
+    pub path: String,
+    /// The signed size.
+    pub length: u64,
+    /// Bytes received and durable; equal to `length` once the file is complete.
+    pub offset: u64,
+    /// The signed content type, stored with the file at publication.
+    pub content_type: String,
+    /// The client's Upload-Metadata header, echoed back on HEAD.
+    pub metadata: String,
+    /// Unix seconds after which an unfinished session is removed with its partial data.
+    pub expires: u64,
+}
+
+impl Session {
+    pub fn complete(&self) -> bool {
+        self.offset == self.length
+    }
+
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires <= now
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// An unexpired session already targets this path.
+    #[error("an upload to this path is in progress")]
+    PathBusy,
+    #[error("session store ({backend}) unavailable: {reason}")]
+    Unavailable { backend: &'static str, reason: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What every session store provides. Each call is atomic on its own; `lock` serialises the
+/// writers of one session across workers (and, for shared stores, across nodes).
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Name for logs, `/ready` and the metrics ("embedded", "redis", …).
+    fn backend(&self) -> &'static str;
+    /// Record a new session; `PathBusy` if an unexpired one already targets its path.
+    async fn create(&self, session: &Session, now: u64) -> StoreResult<()>;
+    async fn get(&self, id: &str) -> StoreResult<Option<Session>>;
+    /// Take (or renew) the session's write lock for `owner` for `lease`; false if another
+    /// owner holds an unexpired lease.
+    async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool>;
+    /// Release the lock if `owner` still holds it.
+    async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()>;
+    /// Move the offset from `from` to `to` and set the expiry, durably, only if the offset is
+    /// still `from`; false (and nothing changed) otherwise.
+    async fn advance(&self, id: &str, from: u64, to: u64, expires: u64) -> StoreResult<bool>;
+    async fn remove(&self, id: &str) -> StoreResult<()>;
+    /// Sessions whose expiry has passed.
+    async fn expired(&self, now: u64) -> StoreResult<Vec<Session>>;
+    /// Whether the store answers (for `/ready`).
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// The workers' handle on the session store: each call runs on the side runtime.
+#[derive(Clone)]
+pub struct Sessions {
+    side: tokio::runtime::Handle,
+    store: Arc<dyn SessionStore>,
+}
+
+impl Sessions {
+    pub fn new(side: tokio::runtime::Handle, store: Arc<dyn SessionStore>) -> Sessions {
+        Sessions { side, store }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    pub fn store(&self) -> Arc<dyn SessionStore> {
+        self.store.clone()
+    }
+
+    /// Run `op` against the store on the side thread and await its reply from a worker.
+    async fn call<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn SessionStore>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = self.store.clone();
+        self.side.spawn(async move {
+            let _ = tx.send(op(store).await);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable {
+                backend: self.store.backend(),
+                reason: "the side thread dropped the request".into(),
+            })
+        })
+    }
+
+    pub async fn create(&self, session: Session) -> StoreResult<()> {
+        self.call(move |s| async move { s.create(&session, unix_now()).await })
+            .await
+    }
+
+    pub async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
+        let id = id.to_owned();
+        self.call(move |s| async move { s.get(&id).await }).await
+    }
+
+    pub async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.call(move |s| async move { s.lock(&id, &owner, lease).await })
+            .await
+    }
+
+    /// Release without waiting for the answer (from a Drop, or when the reply is of no use).
+    pub fn unlock_later(&self, id: &str, owner: &str) {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let store = self.store.clone();
+        self.side.spawn(async move {
+            if let Err(e) = store.unlock(&id, &owner).await {
+                tracing::warn!(error = %e, "could not release a resumable upload's lock; it expires with its lease");
+            }
+        });
+    }
+
+    pub async fn advance(&self, id: &str, from: u64, to: u64, expires: u64) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.call(move |s| async move { s.advance(&id, from, to, expires).await })
+            .await
+    }
+
+    pub async fn remove(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.call(move |s| async move { s.remove(&id).await }).await
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
