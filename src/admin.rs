@@ -19,54 +19,88 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const MAX_HEAD: usize = 8 << 10;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Bind the port now (so a taken port fails the start, naming the key) and serve it from the
-/// side thread. Returns None when `MetricsEnabled` is false.
-pub fn start(shared: Arc<Shared>) -> Result<Option<std::thread::JoinHandle<()>>, StartError> {
-    if !shared.config.metrics_enabled {
-        return Ok(None);
-    }
-    let addr = shared
-        .config
-        .metrics_addr()
-        .map_err(|e| StartError::Worker(e.to_string()))?;
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::MetricsBind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| StartError::Worker(format!("metrics listener: {e}")))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// The side thread's runtime, built before the workers so the session store can be opened
+/// on it and handed to them.
+pub fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
+        .thread_name("side")
         .build()
-        .map_err(|e| StartError::Worker(format!("side runtime: {e}")))?;
+        .map_err(|e| StartError::Worker(format!("side runtime: {e}")))
+}
+
+/// Start the side thread: the resumable uploads' expiry sweeper, and the operator's port
+/// when `MetricsEnabled` (bound now, so a taken port fails the start, naming the key).
+pub fn start(shared: Arc<Shared>, runtime: tokio::runtime::Runtime) -> Result<std::thread::JoinHandle<()>, StartError> {
+    let listener = if shared.config.metrics_enabled {
+        let addr = shared
+            .config
+            .metrics_addr()
+            .map_err(|e| StartError::Worker(e.to_string()))?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::MetricsBind { addr, source })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| StartError::Worker(format!("metrics listener: {e}")))?;
+        Some((addr, listener))
+    } else {
+        None
+    };
     let started = Instant::now();
-    let handle = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("side".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "metrics port: cannot serve");
-                        return;
-                    }
-                };
-                tracing::info!(%addr, "metrics port listening (/metrics, /health, /ready)");
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => {
-                            let shared = shared.clone();
-                            tokio::spawn(async move { serve(&shared, stream, started).await });
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "metrics port: accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
+                if let Some(sessions) = shared.sessions.clone() {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { sweep_forever(&shared, &sessions).await });
+                }
+                match listener {
+                    Some((addr, listener)) => serve_port(shared, addr, listener, started).await,
+                    None => std::future::pending().await,
                 }
             })
         })
-        .map_err(|e| StartError::Worker(e.to_string()))?;
-    Ok(Some(handle))
+        .map_err(|e| StartError::Worker(e.to_string()))
+}
+
+/// Expired resumable uploads go away within a tenth of ResumableExpiration (at most a minute).
+async fn sweep_forever(shared: &Shared, sessions: &crate::session::Sessions) {
+    let every = Duration::from_secs((shared.config.resumable_expiration / 10).clamp(1, 60));
+    loop {
+        crate::tus::sweep(shared, sessions).await;
+        let up = sessions.store().ping().await.is_ok();
+        shared.metrics.set_session_store(sessions.backend(), up);
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn serve_port(
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+    listener: std::net::TcpListener,
+    started: Instant,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics port: cannot serve");
+            return;
+        }
+    };
+    tracing::info!(%addr, "metrics port listening (/metrics, /health, /ready)");
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move { serve(&shared, stream, started).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics port: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// One request per connection: probes and scrapers open a fresh one each time anyway.
@@ -108,7 +142,7 @@ async fn serve(shared: &Shared, mut stream: tokio::net::TcpStream, started: Inst
             }
         }
         Ok(Some((method, path, _))) => {
-            let (status, body) = respond(shared, &method, &path, started);
+            let (status, body) = respond(shared, &method, &path, started).await;
             (status, JSON, body.to_string())
         }
         _ => (400, JSON, serde_json::json!({"error": "bad request"}).to_string()),
@@ -122,7 +156,7 @@ async fn serve(shared: &Shared, mut stream: tokio::net::TcpStream, started: Inst
     let _ = stream.shutdown().await;
 }
 
-fn respond(shared: &Shared, method: &str, path: &str, started: Instant) -> (u16, serde_json::Value) {
+async fn respond(shared: &Shared, method: &str, path: &str, started: Instant) -> (u16, serde_json::Value) {
     if method != "GET" && method != "HEAD" {
         return (405, serde_json::json!({"error": "method not allowed"}));
     }
@@ -135,22 +169,51 @@ fn respond(shared: &Shared, method: &str, path: &str, started: Instant) -> (u16,
                 "uptime_seconds": started.elapsed().as_secs(),
             }),
         ),
-        "/ready" => match shared.store.probe_writable() {
-            Ok(()) => (200, serde_json::json!({"status": "ready", "checks": {"storage": "ok"}})),
-            Err(e) => {
-                tracing::warn!(error = %e, "not ready: StoreDir is not writable");
-                (
-                    503,
-                    serde_json::json!({
-                        "status": "not ready",
-                        "checks": {"storage": format!("StoreDir is not writable: {e}")},
-                    }),
-                )
-            }
-        },
+        "/ready" => ready(shared).await,
         _ => (
             404,
             serde_json::json!({"error": "not found", "paths": ["/health", "/ready"]}),
         ),
+    }
+}
+
+/// Ready when an upload could start now: StoreDir takes a new file, and the session store of
+/// resumable uploads (when switched on) answers.
+async fn ready(shared: &Shared) -> (u16, serde_json::Value) {
+    let mut ok = true;
+    let storage = match shared.store.probe_writable() {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: StoreDir is not writable");
+            ok = false;
+            format!("StoreDir is not writable: {e}")
+        }
+    };
+    let mut checks = serde_json::json!({ "storage": storage });
+    if shared.config.resumable_uploads {
+        let (backend, state) = match &shared.sessions {
+            Some(s) => {
+                let up = s.store().ping().await;
+                shared.metrics.set_session_store(s.backend(), up.is_ok());
+                match up {
+                    Ok(()) => (s.backend(), "ok".to_owned()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "not ready: session store");
+                        ok = false;
+                        (s.backend(), e.to_string())
+                    }
+                }
+            }
+            None => {
+                ok = false;
+                ("none", "the session store could not be opened".to_owned())
+            }
+        };
+        checks["sessions"] = serde_json::json!({ "backend": backend, "status": state });
+    }
+    if ok {
+        (200, serde_json::json!({"status": "ready", "checks": checks}))
+    } else {
+        (503, serde_json::json!({"status": "not ready", "checks": checks}))
     }
 }

@@ -117,6 +117,13 @@ pub struct Config {
     /// Uploads one client IP may have in progress at once; 0 = no limit.
     #[serde(rename = "MaxConcurrentUploadsPerIP")]
     pub max_concurrent_uploads_per_ip: u32,
+    /// tus 1.0 resumable uploads under the upload prefix (README "Resumable uploads").
+    #[serde(rename = "ResumableUploads")]
+    pub resumable_uploads: bool,
+    /// Seconds an unfinished resumable upload lives after its last progress; then it and its
+    /// partial data are removed.
+    #[serde(rename = "ResumableExpiration")]
+    pub resumable_expiration: u64,
 }
 
 impl Default for Config {
@@ -160,6 +167,8 @@ impl Default for Config {
             max_connections: 10_000,
             max_requests_per_second_per_ip: 0,
             max_concurrent_uploads_per_ip: 0,
+            resumable_uploads: true,
+            resumable_expiration: 86_400,
         }
     }
 }
@@ -246,6 +255,9 @@ impl Config {
         }
         if self.open_file_cache_entries == 0 || self.open_file_cache_entries > 100_000 {
             return invalid("OpenFileCacheEntries", "must be between 1 and 100000");
+        }
+        if self.resumable_expiration == 0 {
+            return invalid("ResumableExpiration", "must be at least 1 second");
         }
         if !["postgres", "mysql"].contains(&self.fallback_db_type.as_str()) {
             return invalid("FallbackDBType", "must be \"postgres\" or \"mysql\"");

@@ -38,7 +38,20 @@ pub struct Conn<'a, S> {
 /// What a handled request amounted to, for the access log.
 pub struct Outcome {
     pub status: u16,
+    /// Body bytes received (uploads) or sent (downloads).
     pub bytes: u64,
+    /// The size of a file this request published (a PUT, or a resumable upload's last piece).
+    pub published: Option<u64>,
+}
+
+impl Outcome {
+    pub fn status(status: u16) -> Outcome {
+        Outcome {
+            status,
+            bytes: 0,
+            published: None,
+        }
+    }
 }
 
 impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
@@ -106,19 +119,33 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
     /// Stream a `Content-Length` body of `len` bytes into `upload`, a chunk at a time: socket
     /// reads land directly in the chunk buffer, each full buffer is one write through the ring.
     pub async fn body_to_file(&mut self, upload: &Upload<'_>, len: u64) -> Result<()> {
+        self.body_at(upload, 0, len, &mut Plain).await
+    }
+
+    /// `body_to_file` from file position `start`, showing the bytes to `sink` as they arrive
+    /// and each write as it lands. When reading fails part-way, what was received is written
+    /// (and shown to the sink) before the error returns, so a resumable upload can keep it.
+    pub async fn body_at<K: BodySink>(
+        &mut self,
+        upload: &Upload<'_>,
+        start: u64,
+        len: u64,
+        sink: &mut K,
+    ) -> Result<()> {
         let cap = (self.shared.config.chunk_size.0.min(len)) as usize;
         let mut buf: Vec<u8> = Vec::with_capacity(cap);
-        let mut pos = 0u64;
+        let mut pos = start;
         let mut left = len;
         let mut pace = Pace::new(self.shared.config.max_bytes_per_second.0);
         // Body bytes that arrived together with the head.
         while left > 0 && !self.rbuf.is_empty() {
             let take = self.rbuf.len().min(left as usize).min(cap - buf.len());
             buf.extend_from_slice(&self.rbuf[..take]);
+            sink.data(&self.rbuf[..take]);
             self.rbuf.drain(..take);
             left -= take as u64;
             if buf.len() == cap || left == 0 {
-                buf = flush(upload, buf, &mut pos).await?;
+                buf = flush(upload, buf, &mut pos, sink).await?;
             }
         }
         while left > 0 {
@@ -131,20 +158,22 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
             let (res, slice) =
                 match monoio::time::timeout_at(self.body_deadline().into(), self.stream.read(slice)).await {
                     Ok(r) => r,
+                    // The cancelled read took the buffer with it: what it held is not kept.
                     Err(_) => return Err(Error::Timeout("request body")),
                 };
             buf = slice.into_inner();
-            match res? {
-                0 => return Err(Error::Truncated),
-                n => {
-                    left -= n as u64;
-                    if let Some(p) = &mut pace {
-                        p.received(n).await;
-                    }
-                }
+            let n = match res {
+                Ok(0) => return Err(keep_partial(upload, buf, pos, sink, Error::Truncated).await),
+                Ok(n) => n,
+                Err(e) => return Err(keep_partial(upload, buf, pos, sink, Error::Io(e)).await),
+            };
+            sink.data(&buf[have..have + n]);
+            left -= n as u64;
+            if let Some(p) = &mut pace {
+                p.received(n).await;
             }
             if buf.len() == cap || left == 0 {
-                buf = flush(upload, buf, &mut pos).await?;
+                buf = flush(upload, buf, &mut pos, sink).await?;
             }
         }
         Ok(())
@@ -152,25 +181,41 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
 
     /// Stream a chunked body into `upload`; returns its decoded size. Above `max` bytes: 413.
     pub async fn chunked_to_file(&mut self, upload: &Upload<'_>, max: u64) -> Result<u64> {
+        self.chunked_at(upload, 0, max, &mut Plain).await
+    }
+
+    /// `chunked_to_file` from file position `start`, with a sink as in `body_at`.
+    pub async fn chunked_at<K: BodySink>(
+        &mut self,
+        upload: &Upload<'_>,
+        start: u64,
+        max: u64,
+        sink: &mut K,
+    ) -> Result<u64> {
         let cap = self.shared.config.chunk_size.0 as usize;
         let mut buf: Vec<u8> = Vec::with_capacity(cap.min(64 * 1024));
-        let mut pos = 0u64;
+        let mut pos = start;
         let mut total = 0u64;
         let mut decoder = chunked::Decoder::default();
         let mut pace = Pace::new(self.shared.config.max_bytes_per_second.0);
         loop {
             if !self.rbuf.is_empty() {
-                let used = decoder.feed(&self.rbuf, &mut |data| {
+                let fed = decoder.feed(&self.rbuf, &mut |data| {
                     total += data.len() as u64;
                     if total > max {
                         return Err(Error::TooLarge { size: total, max });
                     }
                     buf.extend_from_slice(data);
+                    sink.data(data);
                     Ok(())
-                })?;
+                });
+                let used = match fed {
+                    Ok(used) => used,
+                    Err(e) => return Err(keep_partial(upload, buf, pos, sink, e).await),
+                };
                 self.rbuf.drain(..used);
                 if buf.len() >= cap || (decoder.is_done() && !buf.is_empty()) {
-                    buf = flush(upload, buf, &mut pos).await?;
+                    buf = flush(upload, buf, &mut pos, sink).await?;
                 }
                 if decoder.is_done() {
                     return Ok(total);
@@ -181,10 +226,11 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
                 room = p.read_size(room);
             }
             let deadline = self.body_deadline();
-            let n = self.fill(room, deadline, "request body").await?;
-            if n == 0 {
-                return Err(Error::Truncated);
-            }
+            let n = match self.fill(room, deadline, "request body").await {
+                Ok(0) => return Err(keep_partial(upload, buf, pos, sink, Error::Truncated).await),
+                Ok(n) => n,
+                Err(e) => return Err(keep_partial(upload, buf, pos, sink, e).await),
+            };
             if let Some(p) = &mut pace {
                 p.received(n).await;
             }
@@ -248,11 +294,38 @@ impl<'a, S: AsyncReadRent + AsyncWriteRent> Conn<'a, S> {
     }
 }
 
-async fn flush(upload: &Upload<'_>, buf: Vec<u8>, pos: &mut u64) -> Result<Vec<u8>> {
+/// Watches an upload body on its way into the file. Plain PUTs use `Plain`, which does
+/// nothing; resumable uploads hash the body and checkpoint their offset (`tus`).
+#[allow(async_fn_in_trait)]
+pub trait BodySink {
+    /// Whether bytes received before the body broke off are still written to the file.
+    const KEEPS_PARTIAL: bool = false;
+    /// Body bytes, in order, as they are received.
+    fn data(&mut self, _bytes: &[u8]) {}
+    /// Everything up to file position `end` has been written to `upload`.
+    async fn written(&mut self, _upload: &Upload<'_>, _end: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub struct Plain;
+impl BodySink for Plain {}
+
+async fn flush<K: BodySink>(upload: &Upload<'_>, buf: Vec<u8>, pos: &mut u64, sink: &mut K) -> Result<Vec<u8>> {
     let n = buf.len() as u64;
     let (res, mut buf) = upload.write_at(buf, *pos).await;
     res?;
     *pos += n;
+    sink.written(upload, *pos).await?;
     buf.clear();
     Ok(buf)
+}
+
+/// The body broke off with `err`: write what is buffered, so the sink sees every byte that
+/// arrived, then hand `err` back.
+async fn keep_partial<K: BodySink>(upload: &Upload<'_>, buf: Vec<u8>, mut pos: u64, sink: &mut K, err: Error) -> Error {
+    if K::KEEPS_PARTIAL && !buf.is_empty() {
+        let _ = flush(upload, buf, &mut pos, sink).await;
+    }
+    err
 }

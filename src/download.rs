@@ -31,7 +31,7 @@ pub async fn get<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
             .header("ETag", etag)
             .header("Last-Modified", last_modified)
             .finish(None, close);
-        return Ok(Outcome { status: 304, bytes: 0 });
+        return Ok(Outcome::status(304));
     }
 
     let range_applies = match head.if_range.as_deref() {
@@ -62,7 +62,7 @@ pub async fn get<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
                 .header("Content-Range", format_args!("bytes */{}", stored.size))
                 .header("Accept-Ranges", "bytes")
                 .finish(Some(0), close);
-            return Ok(Outcome { status: 416, bytes: 0 });
+            return Ok(Outcome::status(416));
         }
     };
 
@@ -82,10 +82,14 @@ pub async fn get<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
     h.finish(Some(len), close);
 
     if head.method == Method::Head || len == 0 {
-        return Ok(Outcome { status, bytes: 0 });
+        return Ok(Outcome::status(status));
     }
     send_body(conn, &stored, start, len).await?;
-    Ok(Outcome { status, bytes: len })
+    Ok(Outcome {
+        status,
+        bytes: len,
+        published: None,
+    })
 }
 
 /// File bytes [start, start+len) to the socket: small bodies ride in the head's write,

@@ -45,6 +45,18 @@ pub enum Error {
     InsufficientStorage,
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
+    #[error("resumable upload expired or removed")]
+    Gone,
+    #[error("resumable upload busy: another request is writing to it")]
+    Locked,
+    #[error("Upload-Offset {got} does not match the upload's offset {expected}")]
+    OffsetMismatch { expected: u64, got: u64 },
+    #[error("Upload-Checksum does not match the body")]
+    ChecksumMismatch,
+    #[error("Tus-Resumable missing or not 1.0.0")]
+    TusVersion,
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(&'static str),
 }
 
 impl Error {
@@ -67,6 +79,13 @@ impl Error {
             Error::Unavailable(_) => 503,
             Error::VersionNotSupported => 505,
             Error::InsufficientStorage => 507,
+            Error::Gone => 410,
+            Error::Locked => 423,
+            Error::OffsetMismatch { .. } => 409,
+            // tus checksum extension: "460 Checksum Mismatch".
+            Error::ChecksumMismatch => 460,
+            Error::TusVersion => 412,
+            Error::UnsupportedMediaType(_) => 415,
         }
     }
 
@@ -75,13 +94,21 @@ impl Error {
     pub fn must_close(&self) -> bool {
         !matches!(
             self,
-            Error::Forbidden(_) | Error::NotFound | Error::MethodNotAllowed | Error::Conflict
+            Error::Forbidden(_)
+                | Error::NotFound
+                | Error::MethodNotAllowed
+                | Error::Conflict
+                | Error::Gone
+                | Error::Locked
+                | Error::OffsetMismatch { .. }
+                | Error::ChecksumMismatch
+                | Error::TusVersion
         )
     }
 }
 
 /// Labels of `hmac_file_server_errors_total{reason}`, indexed by `Error::reason`.
-pub const REASONS: [&str; 20] = [
+pub const REASONS: [&str; 26] = [
     "bad_request",
     "ambiguous_framing",
     "bad_path",
@@ -102,6 +129,12 @@ pub const REASONS: [&str; 20] = [
     "unavailable",
     "insufficient_storage",
     "io",
+    "gone",
+    "locked",
+    "offset_mismatch",
+    "checksum_mismatch",
+    "tus_version",
+    "unsupported_media_type",
 ];
 
 impl Error {
@@ -128,6 +161,12 @@ impl Error {
             Error::Unavailable(_) => 17,
             Error::InsufficientStorage => 18,
             Error::Io(_) => 19,
+            Error::Gone => 20,
+            Error::Locked => 21,
+            Error::OffsetMismatch { .. } => 22,
+            Error::ChecksumMismatch => 23,
+            Error::TusVersion => 24,
+            Error::UnsupportedMediaType(_) => 25,
         }
     }
 

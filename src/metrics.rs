@@ -38,10 +38,10 @@ pub const SIZE_BUCKETS: [f64; 12] = [
     4294967296.0,
 ];
 
-const METHODS: [&str; 5] = ["GET", "HEAD", "PUT", "OPTIONS", "OTHER"];
-const STATUSES: [u16; 27] = [
+const METHODS: [&str; 8] = ["GET", "HEAD", "PUT", "OPTIONS", "POST", "PATCH", "DELETE", "OTHER"];
+const STATUSES: [u16; 30] = [
     200, 201, 204, 206, 304, 400, 403, 404, 405, 408, 409, 411, 413, 414, 416, 417, 429, 431, 500, 501, 503, 505, 507,
-    100, 412, 415, 0,
+    100, 412, 415, 410, 423, 460, 0,
 ];
 
 fn method_index(m: Method) -> usize {
@@ -50,7 +50,10 @@ fn method_index(m: Method) -> usize {
         Method::Head => 1,
         Method::Put => 2,
         Method::Options => 3,
-        Method::Other => 4,
+        Method::Post => 4,
+        Method::Patch => 5,
+        Method::Delete => 6,
+        Method::Other => 7,
     }
 }
 
@@ -179,9 +182,18 @@ impl Shard {
         }
     }
 
-    /// A request was answered: `bytes` stored (PUT) or sent (GET), `error` the reason of a
-    /// refusal (an index into `error::REASONS`).
-    pub fn request_done(&self, method: Method, status: u16, took: Duration, bytes: u64, error: Option<usize>) {
+    /// A request was answered: `bytes` stored (uploads) or sent (GET), `published` the size
+    /// of the file it made visible (a PUT, or the last piece of a resumable upload), `error`
+    /// the reason of a refusal (an index into `error::REASONS`).
+    pub fn request_done(
+        &self,
+        method: Method,
+        status: u16,
+        took: Duration,
+        bytes: u64,
+        published: Option<u64>,
+        error: Option<usize>,
+    ) {
         shift(&self.requests_in_flight, -1);
         bump(&self.requests[method_index(method)][status_index(status)], 1);
         if let Some(reason) = error {
@@ -189,14 +201,14 @@ impl Shard {
         }
         let secs = took.as_secs_f64();
         match method {
-            Method::Put => {
+            Method::Put | Method::Post | Method::Patch => {
                 shift(&self.uploads_in_flight, -1);
-                if error.is_none() {
+                bump(&self.bytes_in, bytes);
+                if let Some(size) = published {
                     bump(&self.uploads, 1);
-                    bump(&self.bytes_in, bytes);
                     self.upload_duration.observe(&DURATION_BUCKETS, secs);
-                    self.upload_size.observe(&SIZE_BUCKETS, bytes as f64);
-                } else {
+                    self.upload_size.observe(&SIZE_BUCKETS, size as f64);
+                } else if error.is_some() {
                     bump(&self.upload_errors, 1);
                 }
             }
@@ -223,6 +235,8 @@ pub struct Metrics {
     workers: usize,
     started: SystemTime,
     driver: Mutex<&'static str>,
+    /// The session store of resumable uploads and whether it answered last time it was asked.
+    session_store: Mutex<Option<(&'static str, bool)>>,
     /// CPU seconds and wall time at the previous scrape, for `hmac_cpu_usage_percent`.
     last_cpu: Mutex<(Instant, f64)>,
 }
@@ -242,6 +256,7 @@ impl Metrics {
             workers,
             started: SystemTime::now(),
             driver: Mutex::new("io_uring"),
+            session_store: Mutex::new(None),
             last_cpu: Mutex::new((Instant::now(), process_cpu_seconds())),
         }
     }
@@ -252,6 +267,10 @@ impl Metrics {
 
     pub fn set_driver(&self, driver: &'static str) {
         *self.driver.lock().unwrap_or_else(|p| p.into_inner()) = driver;
+    }
+
+    pub fn set_session_store(&self, backend: &'static str, up: bool) {
+        *self.session_store.lock().unwrap_or_else(|p| p.into_inner()) = Some((backend, up));
     }
 
     /// The exposition: OpenMetrics (what Prometheus asks for), or with `prometheus_text` the
@@ -486,6 +505,16 @@ impl Collector for Scrape {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(1i64).encode(fam.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+            let store = *m.session_store.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((backend, up)) = store {
+                let mut fam = enc.encode_descriptor(
+                    "hmac_file_server_session_store_up",
+                    "Whether the active session store of resumable uploads answers (1) or not (0).",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                ConstGauge::new(i64::from(up)).encode(fam.encode_family(&[("backend", backend)])?)?;
+            }
         }
         gauge(
             &mut enc,

@@ -39,6 +39,13 @@ impl StorePath {
         &self.0
     }
 
+    /// A path that was validated once and kept (a resumable upload's session), checked again
+    /// since it comes back from outside this process.
+    pub fn from_stored(path: &str) -> Result<StorePath, PathError> {
+        validate(path)?;
+        Ok(StorePath(path.to_owned()))
+    }
+
     /// Directory segments, then the file name.
     pub fn split(&self) -> (Vec<&str>, &str) {
         let mut segs: Vec<&str> = self.0.split('/').collect();

@@ -15,11 +15,11 @@ use monoio::net::{ListenerOpts, TcpListener, UnixListener};
 use crate::config::Config;
 use crate::conn::{Conn, Outcome, LINGER_TIME};
 use crate::error::Error;
-use crate::http::{response, Head, Limits, Method};
+use crate::http::{response, Body, Head, Limits, Method};
 use crate::shutdown::{self, Shutdown};
 use crate::storage::{OpenFileCache, Store};
 use crate::throttle::{ConnectionCap, PerIp};
-use crate::{download, upload};
+use crate::{download, tus, upload};
 
 /// What every worker shares, read-only apart from the store's in-progress set.
 pub struct Shared {
@@ -32,6 +32,8 @@ pub struct Shared {
     pub per_ip: PerIp,
     pub connections: ConnectionCap,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The session store of resumable uploads (None: switched off, or it failed to open).
+    pub sessions: Option<crate::session::Sessions>,
 }
 
 impl Shared {
@@ -53,6 +55,7 @@ impl Shared {
             ),
             connections: ConnectionCap::new(config.max_connections),
             metrics: Arc::new(crate::metrics::Metrics::new(config.worker_count())),
+            sessions: None,
             config,
             store,
         }
@@ -71,11 +74,13 @@ pub enum StartError {
     MetricsBind { addr: SocketAddr, source: std::io::Error },
     #[error("worker thread failed to start: {0}")]
     Worker(String),
+    #[error("{0}")]
+    Sessions(String),
 }
 
 /// Start the workers, serve until SIGINT/SIGTERM, drain, and return (the caller exits).
 /// The caller must have blocked `shutdown::signal_set()` before starting any thread.
-pub fn run(shared: Shared) -> Result<(), StartError> {
+pub fn run(mut shared: Shared) -> Result<(), StartError> {
     let listen = if shared.config.unix_socket {
         Listen::Unix(bind_unix(&shared.config)?)
     } else {
@@ -85,7 +90,7 @@ pub fn run(shared: Shared) -> Result<(), StartError> {
             .map_err(|e| StartError::Worker(e.to_string()))?;
         // SO_REUSEPORT would let us silently share the port with another running server;
         // a plain bind first makes "address in use" an error, as users expect.
-        drop(std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?);
+        drop(bind_when_free(addr).map_err(|source| StartError::Bind { addr, source })?);
         Listen::Tcp(addr)
     };
     let fds = raise_fd_limit();
@@ -98,8 +103,12 @@ pub fn run(shared: Shared) -> Result<(), StartError> {
              before the cap answers 503; raise LimitNOFILE or lower MaxConnections"
         );
     }
+    let side = crate::admin::runtime()?;
+    if shared.config.resumable_uploads {
+        shared.sessions = open_sessions(&shared, side.handle().clone())?;
+    }
     let shared = Arc::new(shared);
-    let _side = crate::admin::start(shared.clone())?;
+    let _side = crate::admin::start(shared.clone(), side)?;
     let workers = shared.config.worker_count();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, StartError>>();
     let mut handles = Vec::new();
@@ -137,6 +146,44 @@ pub fn run(shared: Shared) -> Result<(), StartError> {
         let _ = std::fs::remove_file(&shared.config.listen_port);
     }
     Ok(())
+}
+
+/// Bind `addr`, waiting briefly while it is in use: a predecessor killed a moment ago (a
+/// crash, then a restart by systemd) can hold its listener for a while after its death,
+/// until the kernel has torn down its io_uring with the accepts still queued on it.
+fn bind_when_free(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Open the session store of resumable uploads. One that another process holds leaves
+/// resumable uploads answering 503 on this node (plain uploads are unaffected); one that
+/// cannot be read stops the start.
+fn open_sessions(
+    shared: &Shared,
+    side: tokio::runtime::Handle,
+) -> Result<Option<crate::session::Sessions>, StartError> {
+    use crate::session::embedded::{Embedded, OpenError};
+    let dir = shared
+        .store
+        .root_path()
+        .join(crate::path::RESERVED_DIR)
+        .join("sessions");
+    match Embedded::open(&dir) {
+        Ok(store) => Ok(Some(crate::session::Sessions::new(side, Arc::new(store)))),
+        Err(e @ OpenError::InUse { .. }) => {
+            tracing::error!(error = %e, "resumable uploads are unavailable on this node (503): give each server its own StoreDir or a shared session store");
+            Ok(None)
+        }
+        Err(e) => Err(StartError::Sessions(e.to_string())),
+    }
 }
 
 /// Where the workers accept: a TCP address each worker binds with SO_REUSEPORT, or one Unix
@@ -378,7 +425,7 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
     let Some(_open) = shared.connections.open() else {
         let e = Error::Unavailable(format!("MaxConnections ({}) reached", shared.config.max_connections));
         tracing::warn!(%peer, status = e.status(), error = %e, "connection refused");
-        error_response(&mut conn.wbuf, &e, true, false);
+        error_response(&mut conn.wbuf, &e, true, false, false);
         // Briefly: this connection is not counted against the cap, so it must not stay long.
         conn.linger_close(Duration::from_secs(1)).await;
         return;
@@ -398,9 +445,9 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
                 tracing::info!(%peer, status = e.status(), error = %e, "bad request head");
                 if let Some(shard) = shard {
                     shard.request_started(false);
-                    shard.request_done(Method::Other, e.status(), Duration::ZERO, 0, Some(e.reason()));
+                    shard.request_done(Method::Other, e.status(), Duration::ZERO, 0, None, Some(e.reason()));
                 }
-                error_response(&mut conn.wbuf, &e, true, false);
+                error_response(&mut conn.wbuf, &e, true, false, false);
                 conn.linger_close(LINGER_TIME).await;
                 return;
             }
@@ -408,7 +455,7 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         let in_flight = shared.shutdown.request(worker);
         let started = Instant::now();
         if let Some(shard) = shard {
-            shard.request_started(head.method == Method::Put);
+            shard.request_started(matches!(head.method, Method::Put | Method::Post | Method::Patch));
         }
         let result = match admit(shared, ip, &head) {
             Ok(upload_slot) => {
@@ -423,8 +470,8 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
         let us = took.as_micros() as u64;
         if let Some(shard) = shard {
             match &result {
-                Ok(o) => shard.request_done(head.method, o.status, took, o.bytes, None),
-                Err(e) => shard.request_done(head.method, e.status(), took, 0, Some(e.reason())),
+                Ok(o) => shard.request_done(head.method, o.status, took, o.bytes, o.published, None),
+                Err(e) => shard.request_done(head.method, e.status(), took, 0, None, Some(e.reason())),
             }
         }
         let close = match result {
@@ -441,9 +488,10 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
                 } else {
                     tracing::info!(target: "access", %peer, method = %m, %path, status, bytes = 0, us, error = %e);
                 }
-                // A refused PUT may leave its body unread on the wire: close rather than parse it.
-                let close = conn.closing(&head) || e.must_close() || head.method == Method::Put;
-                error_response(&mut conn.wbuf, &e, close, head.method == Method::Head);
+                // A refused upload may leave its body unread on the wire: close rather than parse it.
+                let close = conn.closing(&head) || e.must_close() || head.body != Body::None;
+                let tus = crate::tus::is_tus(&head);
+                error_response(&mut conn.wbuf, &e, close, head.method == Method::Head, tus);
                 close
             }
         };
@@ -489,34 +537,57 @@ fn admit<'a>(
     Ok(None)
 }
 
-/// The request path without its query: signatures never reach the logs.
+/// The request path without its query: signatures never reach the logs, and of a resumable
+/// upload's URL (a write capability) only the start of the id does.
 fn log_path(head: &Head) -> &str {
-    crate::path::split_target(&head.target).0
-}
-
-async fn dispatch<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome, Error> {
-    match head.method {
-        Method::Put => upload::put(conn, head).await,
-        Method::Get | Method::Head => download::get(conn, head).await,
-        Method::Options => {
-            let close = conn.closing(head);
-            response::simple(&mut conn.wbuf, 204, &[("Allow", response::ALLOW)], "", close);
-            Ok(Outcome { status: 204, bytes: 0 })
-        }
-        Method::Other => Err(Error::MethodNotAllowed),
+    let path = crate::path::split_target(&head.target).0;
+    match path.find(tus::RESOURCE_DIR) {
+        Some(at) => path.get(..at + tus::RESOURCE_DIR.len() + 8).unwrap_or(path),
+        None => path,
     }
 }
 
-fn error_response(out: &mut Vec<u8>, e: &Error, close: bool, head_only: bool) {
+async fn dispatch<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome, Error> {
+    let shared = conn.shared;
+    let method = tus::method(head);
+    if shared.config.resumable_uploads {
+        if let Some(id) = tus::resource_id(&shared.prefix, &head.target) {
+            return tus::resource(conn, head, method, id).await;
+        }
+    }
+    match method {
+        Method::Put => upload::put(conn, head).await,
+        Method::Get | Method::Head => download::get(conn, head).await,
+        // A POST that does not speak tus is one of DESIGN.md's "other methods".
+        Method::Post if tus::speaks_tus(head) => tus::create(conn, head).await,
+        Method::Options => {
+            let close = conn.closing(head);
+            tus::options(shared, head, &mut conn.wbuf, close);
+            Ok(Outcome::status(204))
+        }
+        Method::Post | Method::Patch | Method::Delete | Method::Other => Err(Error::MethodNotAllowed),
+    }
+}
+
+/// The error's response. `tus`: the request speaks tus, whose clients expect Tus-Resumable
+/// (and Tus-Version on a 412) on every answer.
+fn error_response(out: &mut Vec<u8>, e: &Error, close: bool, head_only: bool, tus: bool) {
     let status = e.status();
     let retry = e.retry_after().map(|s| s.to_string());
-    let extra: &[(&str, &str)] = match (status, &retry) {
-        (405, _) => &[("Allow", response::ALLOW)],
-        (_, Some(secs)) => &[("Retry-After", secs.as_str())],
-        _ => &[],
-    };
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    match (status, &retry) {
+        (405, _) => extra.push(("Allow", response::ALLOW)),
+        (_, Some(secs)) => extra.push(("Retry-After", secs.as_str())),
+        _ => {}
+    }
+    if tus || status == 412 {
+        extra.push(("Tus-Resumable", tus::VERSION));
+        if status == 412 {
+            extra.push(("Tus-Version", tus::VERSION));
+        }
+    }
     let body = format!("{} {}\n", status, response::reason(status));
-    response::simple(out, status, extra, &body, close);
+    response::simple(out, status, &extra, &body, close);
     if head_only {
         // HEAD gets the same head as GET would, without the body.
         out.truncate(out.len() - body.len());

@@ -64,10 +64,11 @@ pub async fn put<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
     Ok(Outcome {
         status: 201,
         bytes: size,
+        published: Some(size),
     })
 }
 
-fn check_signature(secret: &[u8], sig: &Signature, path: &StorePath, size: u64, content_type: &[u8]) -> Result<()> {
+pub fn check_signature(secret: &[u8], sig: &Signature, path: &StorePath, size: u64, content_type: &[u8]) -> Result<()> {
     if auth::verify(secret, sig, path.as_str(), size, content_type) {
         return Ok(());
     }

@@ -16,6 +16,10 @@ pub enum Method {
     Head,
     Put,
     Options,
+    /// Resumable uploads (tus): creation, chunks, termination.
+    Post,
+    Patch,
+    Delete,
     Other,
 }
 
@@ -43,6 +47,23 @@ pub struct Head {
     pub range: Option<String>,
     pub if_none_match: Option<String>,
     pub if_range: Option<String>,
+    /// The tus and preflight headers; None when the request carries none (every plain
+    /// PUT/GET), so they cost nothing there.
+    pub tus: Option<Box<TusHeaders>>,
+}
+
+/// Headers of the tus protocol (and of CORS preflights for it), verbatim.
+#[derive(Debug, Clone, Default)]
+pub struct TusHeaders {
+    pub resumable: Option<String>,
+    pub upload_length: Option<String>,
+    pub upload_offset: Option<String>,
+    pub upload_metadata: Option<String>,
+    pub upload_checksum: Option<String>,
+    pub upload_defer_length: Option<String>,
+    pub method_override: Option<String>,
+    pub preflight_method: Option<String>,
+    pub preflight_headers: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +118,9 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
         "HEAD" => Method::Head,
         "PUT" => Method::Put,
         "OPTIONS" => Method::Options,
+        "POST" => Method::Post,
+        "PATCH" => Method::Patch,
+        "DELETE" => Method::Delete,
         _ => Method::Other,
     };
 
@@ -108,6 +132,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
     let mut range = None;
     let mut if_none_match = None;
     let mut if_range = None;
+    let mut tus: Option<Box<TusHeaders>> = None;
     for h in req.headers.iter() {
         let name = h.name;
         let value = h.value;
@@ -152,6 +177,11 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
             if_none_match = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case("if-range") {
             if_range = Some(String::from_utf8_lossy(value).into_owned());
+        } else if let Some(slot) = tus_header(&mut tus, name) {
+            if slot.is_some() {
+                return Err(Error::BadRequest(format!("more than one {name}")));
+            }
+            *slot = Some(String::from_utf8_lossy(value).into_owned());
         }
     }
 
@@ -193,9 +223,38 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
             range,
             if_none_match,
             if_range,
+            tus,
         },
         n,
     )))
+}
+
+/// Where a tus (or tus preflight) header goes, allocating the set on the first one.
+fn tus_header<'a>(tus: &'a mut Option<Box<TusHeaders>>, name: &str) -> Option<&'a mut Option<String>> {
+    const NAMES: [&str; 9] = [
+        "tus-resumable",
+        "upload-length",
+        "upload-offset",
+        "upload-metadata",
+        "upload-checksum",
+        "upload-defer-length",
+        "x-http-method-override",
+        "access-control-request-method",
+        "access-control-request-headers",
+    ];
+    let i = NAMES.iter().position(|n| n.eq_ignore_ascii_case(name))?;
+    let t = tus.get_or_insert_with(Default::default);
+    Some(match i {
+        0 => &mut t.resumable,
+        1 => &mut t.upload_length,
+        2 => &mut t.upload_offset,
+        3 => &mut t.upload_metadata,
+        4 => &mut t.upload_checksum,
+        5 => &mut t.upload_defer_length,
+        6 => &mut t.method_override,
+        7 => &mut t.preflight_method,
+        _ => &mut t.preflight_headers,
+    })
 }
 
 fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {

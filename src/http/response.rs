@@ -18,6 +18,11 @@ pub fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         409 => "Conflict",
+        410 => "Gone",
+        412 => "Precondition Failed",
+        415 => "Unsupported Media Type",
+        423 => "Locked",
+        460 => "Checksum Mismatch",
         411 => "Length Required",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -46,6 +51,17 @@ Access-Control-Max-Age: 86400\r\n\
 X-Content-Type-Options: nosniff\r\n\
 Content-Security-Policy: default-src 'none'\r\n";
 
+/// The same for resumable (tus) requests: browser tus clients send and read these headers.
+pub const TUS_CORS: &str = "Access-Control-Allow-Origin: *\r\n\
+Access-Control-Allow-Methods: GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS\r\n\
+Access-Control-Allow-Headers: Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, \
+Upload-Offset, Upload-Checksum, Upload-Defer-Length, Upload-Concat, X-HTTP-Method-Override, X-Requested-With\r\n\
+Access-Control-Expose-Headers: Location, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, \
+Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm\r\n\
+Access-Control-Max-Age: 86400\r\n\
+X-Content-Type-Options: nosniff\r\n\
+Content-Security-Policy: default-src 'none'\r\n";
+
 thread_local! {
     /// (unix second, formatted Date header line): formatting once a second per thread.
     static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
@@ -70,13 +86,18 @@ pub struct ResponseHead<'a> {
 
 impl<'a> ResponseHead<'a> {
     pub fn new(out: &'a mut Vec<u8>, status: u16) -> Self {
+        Self::with_cors(out, status, COMMON)
+    }
+
+    /// A head whose CORS (and safety) headers are `cors` instead of the plain set.
+    pub fn with_cors(out: &'a mut Vec<u8>, status: u16, cors: &str) -> Self {
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
         with_date(|d| {
             out.extend_from_slice(b"Date: ");
             out.extend_from_slice(d.as_bytes());
             out.extend_from_slice(b"\r\n");
         });
-        out.extend_from_slice(COMMON.as_bytes());
+        out.extend_from_slice(cors.as_bytes());
         ResponseHead { out }
     }
 

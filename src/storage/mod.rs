@@ -248,16 +248,7 @@ impl Store {
             return Err(Error::Conflict);
         }
         let claim = Claim::new(self, path)?;
-        let (fd, name) = self
-            .create_temp()
-            .map_err(|e| match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
-                Errno::ENOSPC | Errno::EDQUOT => Error::InsufficientStorage,
-                // Remounted read-only, permissions taken away, the directory deleted under us.
-                Errno::EROFS | Errno::EACCES | Errno::EPERM | Errno::ENOENT | Errno::ESTALE => {
-                    Error::Unavailable(format!("StoreDir is not writable: {e}"))
-                }
-                _ => Error::Io(e),
-            })?;
+        let (fd, name) = self.create_temp().map_err(temp_error)?;
         let file = monoio::fs::File::from_std(fs::File::from(fd))?;
         let upload = Upload {
             store: self,
@@ -265,21 +256,94 @@ impl Store {
             name,
             _claim: claim,
             published: false,
+            persistent: false,
             writeback_from: std::cell::Cell::new(0),
         };
         if let Some(size) = size.filter(|&s| s > PREALLOCATE_ABOVE) {
-            let len = i64::try_from(size).map_err(|_| Error::InsufficientStorage)?;
-            match fcntl::fallocate(upload.raw_fd(), fcntl::FallocateFlags::empty(), 0, len) {
-                Ok(()) => {}
-                Err(Errno::ENOSPC) | Err(Errno::EFBIG) | Err(Errno::EDQUOT) => return Err(Error::InsufficientStorage),
-                Err(Errno::EOPNOTSUPP) => {}
-                Err(e) => return Err(Error::Io(e.into())),
-            }
+            preallocate(upload.raw_fd(), size)?;
         }
         Ok(upload)
     }
 
-    fn exists(&self, path: &StorePath) -> Result<bool> {
+    /// Create the partial file of a resumable upload, preallocated to its signed size and
+    /// named after its session (named, unlike a PUT's temporary: it must outlive this
+    /// request, a restart, and be reachable from every node sharing StoreDir).
+    pub async fn create_part(&self, id: &str, size: u64) -> Result<()> {
+        let name = part_name(id);
+        let fd = fcntl::openat(
+            Some(self.tmp.as_raw_fd()),
+            name.as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| temp_error(e.into()))?;
+        // SAFETY: openat just returned this fd and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if size > 0 {
+            if let Err(e) = preallocate(fd.as_raw_fd(), size) {
+                self.remove_part(id);
+                return Err(e);
+            }
+        }
+        // The name durable before the session that points at it is recorded.
+        let st = nix::sys::stat::fstat(self.tmp.as_raw_fd()).map_err(io::Error::from)?;
+        dirsync::sync_dir((st.st_dev, st.st_ino), self.tmp.as_raw_fd()).await?;
+        Ok(())
+    }
+
+    /// Open a resumable upload's partial file to write more of it. Claims `path` on this node
+    /// for as long as the returned upload lives, like a PUT. `Error::Gone` if the file is gone.
+    pub fn open_part(&self, id: &str, path: &StorePath) -> Result<Upload<'_>> {
+        let name = part_name(id);
+        let fd = match open_beneath(self.tmp.as_raw_fd(), &name, OFlag::O_WRONLY, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Err(Error::Gone),
+            Err(e) => return Err(temp_error(e.into())),
+        };
+        let claim = Claim::new(self, path)?;
+        let file = monoio::fs::File::from_std(fs::File::from(fd))?;
+        Ok(Upload {
+            store: self,
+            file: Some(file),
+            name: Some(name),
+            _claim: claim,
+            published: false,
+            persistent: true,
+            writeback_from: std::cell::Cell::new(0),
+        })
+    }
+
+    pub fn part_exists(&self, id: &str) -> bool {
+        open_beneath(self.tmp.as_raw_fd(), &part_name(id), OFlag::O_PATH, Mode::empty()).is_ok()
+    }
+
+    /// Remove a resumable upload's partial file, if it is still there.
+    pub fn remove_part(&self, id: &str) {
+        let _ = nix::unistd::unlinkat(
+            Some(self.tmp.as_raw_fd()),
+            part_name(id).as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+
+    /// Partial files of resumable uploads with their last modification: (session id, mtime).
+    pub fn parts(&self) -> Vec<(String, SystemTime)> {
+        let dir = self.root_path.join(RESERVED_DIR).join("tmp");
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let id = name.strip_prefix(PART_PREFIX)?.to_owned();
+                let mtime = e.metadata().ok()?.modified().ok()?;
+                Some((id, mtime))
+            })
+            .collect()
+    }
+
+    pub fn exists(&self, path: &StorePath) -> Result<bool> {
         match open_beneath(self.root.as_raw_fd(), path.as_str(), OFlag::O_PATH, Mode::empty()) {
             Ok(_) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
@@ -422,6 +486,8 @@ pub struct Upload<'a> {
     name: Option<String>,
     _claim: Claim<'a>,
     published: bool,
+    /// A resumable upload's partial file: kept when this request ends unpublished.
+    persistent: bool,
     /// Bytes from 0 whose writeback has been started (durable uploads only).
     writeback_from: std::cell::Cell<u64>,
 }
@@ -462,6 +528,15 @@ impl Upload<'_> {
         // Past preallocation, ENOSPC/EIO is a server failure (500): the 507 promise is only
         // made before the body is read.
         (res.map_err(Error::Io), buf)
+    }
+
+    /// Make what was written so far durable (a resumable upload's checkpoint).
+    pub async fn sync_data(&self) -> Result<()> {
+        match self.file.as_ref() {
+            Some(file) if self.store.sync => Ok(file.sync_data().await?),
+            Some(_) => Ok(()),
+            None => Err(Error::Io(io::Error::other("upload already closed"))),
+        }
     }
 
     /// Make the upload visible at `path`: content type, fsync, no-replace link (or rename),
@@ -529,7 +604,7 @@ impl Upload<'_> {
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
         // An unnamed temporary vanishes with its last fd; a named one must be unlinked.
-        if let (false, Some(name)) = (self.published, &self.name) {
+        if let (false, false, Some(name)) = (self.published, self.persistent, &self.name) {
             let _ = nix::unistd::unlinkat(
                 Some(self.store.tmp.as_raw_fd()),
                 name.as_str(),
@@ -537,6 +612,37 @@ impl Drop for Upload<'_> {
             );
         }
     }
+}
+
+/// Why a temporary could not be created, as the client should hear it.
+fn temp_error(e: io::Error) -> Error {
+    match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+        Errno::ENOSPC | Errno::EDQUOT => Error::InsufficientStorage,
+        // Remounted read-only, permissions taken away, the directory deleted under us.
+        Errno::EROFS | Errno::EACCES | Errno::EPERM | Errno::ENOENT | Errno::ESTALE => {
+            Error::Unavailable(format!("StoreDir is not writable: {e}"))
+        }
+        _ => Error::Io(e),
+    }
+}
+
+/// Reserve `size` bytes for a file: 507 now rather than ENOSPC in the middle of the body.
+fn preallocate(fd: RawFd, size: u64) -> Result<()> {
+    let len = i64::try_from(size).map_err(|_| Error::InsufficientStorage)?;
+    match fcntl::fallocate(fd, fcntl::FallocateFlags::empty(), 0, len) {
+        Ok(()) | Err(Errno::EOPNOTSUPP) => Ok(()),
+        Err(Errno::ENOSPC) | Err(Errno::EFBIG) | Err(Errno::EDQUOT) => Err(Error::InsufficientStorage),
+        Err(e) => Err(Error::Io(e.into())),
+    }
+}
+
+/// Partial files of resumable uploads are `tus_<session id>` in the reserved temporary
+/// directory: `_` never occurs in the host prefix of PUT temporaries, so the start-up
+/// cleaning of those never touches them.
+const PART_PREFIX: &str = "tus_";
+
+fn part_name(id: &str) -> String {
+    format!("{PART_PREFIX}{id}")
 }
 
 /// Give an O_TMPFILE a name; EEXIST if the name is taken (never replaces).
