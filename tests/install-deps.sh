@@ -4,7 +4,7 @@
 #   of tests/xmpp_interop.rs), chromium (tests/browser_cors.rs), nginx-light and openssl
 #   (tests/reverse_proxy.rs), logrotate and systemd-analyze (tests/contrib.rs);
 #   PyPI: slixmpp and aiohttp (the XMPP client) and prometheus-client (the reference
-#   exposition parser), pinned in tests/interop/requirements.txt.
+#   exposition parser), tuspy (tus client), pinned in tests/interop/requirements.txt.
 # Installing the Debian packages does not need their system services: the tests start private
 # instances on free loopback ports from throwaway directories.
 set -euo pipefail
@@ -35,7 +35,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-if ! python3 -c "import slixmpp, aiohttp, prometheus_client" >/dev/null 2>&1; then
+if ! python3 -c "import slixmpp, aiohttp, prometheus_client, tusclient" >/dev/null 2>&1; then
   echo "install-deps: pip install -r tests/interop/requirements.txt"
   python3 -m pip install -q -r tests/interop/requirements.txt
 fi
