@@ -149,7 +149,7 @@ impl Default for Config {
             redis_db: 0,
             fallback_enabled: false,
             fallback_db_type: "postgres".into(),
-            fallback_db_host: "127.0.0.1:5432".into(),
+            fallback_db_host: "127.0.0.1".into(),
             fallback_db_user: String::new(),
             fallback_db_password: String::new(),
             fallback_db_name: String::new(),
@@ -262,7 +262,45 @@ impl Config {
         if !["postgres", "mysql"].contains(&self.fallback_db_type.as_str()) {
             return invalid("FallbackDBType", "must be \"postgres\" or \"mysql\"");
         }
+        if self.fallback_enabled {
+            self.fallback_db()?;
+        }
         Ok(())
+    }
+
+    /// Where the session database is (`FallbackDBHost` as "host" or "host:port", the port
+    /// defaulting to the database's own), as whom, and which database.
+    pub fn fallback_db(&self) -> Result<crate::session::sql::DbConfig, ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        let default_port = if self.fallback_db_type == "mysql" { 3306 } else { 5432 };
+        let host = self.fallback_db_host.trim();
+        let (host, port) = match host.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse()
+                    .map_err(|_| invalid("FallbackDBHost", "port must be a number: \"host\" or \"host:port\""))?,
+            ),
+            _ => (host, default_port),
+        };
+        if host.is_empty() {
+            return Err(invalid("FallbackDBHost", "must name the database host"));
+        }
+        if self.fallback_db_user.is_empty() {
+            return Err(invalid("FallbackDBUser", "must be set when FallbackEnabled = true"));
+        }
+        if self.fallback_db_name.is_empty() {
+            return Err(invalid("FallbackDBName", "must be set when FallbackEnabled = true"));
+        }
+        Ok(crate::session::sql::DbConfig {
+            host: host.to_owned(),
+            port,
+            user: self.fallback_db_user.clone(),
+            password: self.fallback_db_password.clone(),
+            name: self.fallback_db_name.clone(),
+        })
     }
 
     /// `ListenPort` as a socket address: ":8080" means every IPv4 address (the Go convention),

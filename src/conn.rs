@@ -302,6 +302,10 @@ pub trait BodySink {
     const KEEPS_PARTIAL: bool = false;
     /// Body bytes, in order, as they are received.
     fn data(&mut self, _bytes: &[u8]) {}
+    /// A write is about to go to the file.
+    async fn before_write(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Everything up to file position `end` has been written to `upload`.
     async fn written(&mut self, _upload: &Upload<'_>, _end: u64) -> Result<()> {
         Ok(())
@@ -313,6 +317,7 @@ impl BodySink for Plain {}
 
 async fn flush<K: BodySink>(upload: &Upload<'_>, buf: Vec<u8>, pos: &mut u64, sink: &mut K) -> Result<Vec<u8>> {
     let n = buf.len() as u64;
+    sink.before_write().await?;
     let (res, mut buf) = upload.write_at(buf, *pos).await;
     res?;
     *pos += n;

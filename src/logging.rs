@@ -80,8 +80,13 @@ pub fn init(config: &Config) -> io::Result<WorkerGuard> {
         TO_FILE.store(true, Ordering::Relaxed);
         tracing_appender::non_blocking(LogFile { path, file })
     };
-    // Drop monoio's own chatter below warn unless we are debugging.
+    // Drop monoio's own chatter below warn unless we are debugging. The session-store drivers
+    // log statements with their parameters at debug (upload ids, which are capabilities):
+    // never below info.
     let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("tokio_postgres", level.min(LevelFilter::INFO))
+        .with_target("mysql_async", level.min(LevelFilter::INFO))
+        .with_target("fred", level.min(LevelFilter::INFO))
         .with_default(level)
         .with_target(
             "monoio",

@@ -101,17 +101,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for (key, set) in [
-        ("RedisAddr", !config.redis_addr.is_empty()),
-        ("FallbackEnabled", config.fallback_enabled),
-    ] {
-        if set {
-            tracing::warn!(
-                key,
-                "this setting is accepted but not implemented yet in this version; see README"
-            );
-        }
-    }
     let store = match Store::open(&config.store_dir, config.sync_writes) {
         Ok(s) => s,
         Err(e) => {

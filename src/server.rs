@@ -105,7 +105,7 @@ pub fn run(mut shared: Shared) -> Result<(), StartError> {
     }
     let side = crate::admin::runtime()?;
     if shared.config.resumable_uploads {
-        shared.sessions = open_sessions(&shared, side.handle().clone())?;
+        shared.sessions = open_sessions(&shared, &side)?;
     }
     let shared = Arc::new(shared);
     let _side = crate::admin::start(shared.clone(), side)?;
@@ -168,16 +168,25 @@ fn bind_when_free(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// cannot be read stops the start.
 fn open_sessions(
     shared: &Shared,
-    side: tokio::runtime::Handle,
+    side: &tokio::runtime::Runtime,
 ) -> Result<Option<crate::session::Sessions>, StartError> {
     use crate::session::embedded::{Embedded, OpenError};
+    use crate::session::Sessions;
+    let handle = side.handle().clone();
+    if let Some(store) = side
+        .block_on(crate::session::open_shared(&shared.config))
+        .map_err(StartError::Sessions)?
+    {
+        tracing::info!(backend = store.backend(), "session store");
+        return Ok(Some(Sessions::new(handle, store)));
+    }
     let dir = shared
         .store
         .root_path()
         .join(crate::path::RESERVED_DIR)
         .join("sessions");
     match Embedded::open(&dir) {
-        Ok(store) => Ok(Some(crate::session::Sessions::new(side, Arc::new(store)))),
+        Ok(store) => Ok(Some(Sessions::new(handle, Arc::new(store)))),
         Err(e @ OpenError::InUse { .. }) => {
             tracing::error!(error = %e, "resumable uploads are unavailable on this node (503): give each server its own StoreDir or a shared session store");
             Ok(None)

@@ -37,9 +37,12 @@ const OFFSET_STREAM: &[u8] = b"application/offset+octet-stream";
 /// Random bytes in an upload id, plus as many bytes of a tag keyed with the secret.
 const ID_RANDOM: usize = 16;
 const ID_TAG: usize = 16;
-/// A writer's lock lasts this long unless renewed (a node that dies mid-PATCH frees it then).
-const LOCK_LEASE: Duration = Duration::from_secs(300);
-const LOCK_RENEW: Duration = Duration::from_secs(60);
+/// A writer's lock lasts this long unless renewed: a node killed mid-PATCH blocks its upload
+/// for at most this long. A writer renews before it writes once LOCK_RENEW has passed, and
+/// stops without writing if its lease was lost, so a stalled writer never writes over bytes a
+/// successor has already had acknowledged.
+const LOCK_LEASE: Duration = Duration::from_secs(30);
+const LOCK_RENEW: Duration = Duration::from_secs(10);
 /// A PATCH for a busy upload waits this long for the other writer before 423.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// A long PATCH without checksum records its progress every this many bytes, so a crash or
@@ -316,6 +319,7 @@ pub async fn create<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, h
                 outcome.bytes = written;
                 offset = Some(now);
                 outcome.published = (now == length).then_some(length);
+                lock.release().await;
             }
             Err(e) => {
                 // The client never saw the upload URL, so nobody can resume this one.
@@ -384,6 +388,8 @@ pub async fn resource<S: AsyncReadRent + AsyncWriteRent>(
             }
             let claimed = parse_number(t.upload_offset.as_deref(), "Upload-Offset")?;
             let checksum = t.upload_checksum.as_deref().map(parse_checksum).transpose()?;
+            // Unknown or expired: answered before waiting for any lock.
+            load(shared, sessions, id).await?;
             let lock = Lock::take(sessions, id).await?;
             let session = load(shared, sessions, id).await?;
             if claimed != session.offset {
@@ -393,7 +399,7 @@ pub async fn resource<S: AsyncReadRent + AsyncWriteRent>(
                 });
             }
             let (written, offset) = append(conn, head, &session, &lock, checksum).await?;
-            drop(lock);
+            lock.release().await;
             let close = conn.closing(head);
             let mut h = ResponseHead::with_cors(&mut conn.wbuf, 204, TUS_CORS)
                 .header("Tus-Resumable", VERSION)
@@ -410,6 +416,7 @@ pub async fn resource<S: AsyncReadRent + AsyncWriteRent>(
             })
         }
         _ => {
+            sessions.get(id).await.map_err(store_error)?.ok_or(Error::NotFound)?;
             let _lock = Lock::take(sessions, id).await?;
             let session = sessions.get(id).await.map_err(store_error)?.ok_or(Error::NotFound)?;
             // A finished upload's file stays: termination only forgets the session.
@@ -583,6 +590,12 @@ impl<'a> Lock<'a> {
         }
     }
 
+    /// Release now and wait for it (the answer to the client follows).
+    async fn release(self) {
+        let _ = self.sessions.unlock(&self.id, &self.owner).await;
+        std::mem::forget(self);
+    }
+
     async fn renew(&self) -> Result<()> {
         if self
             .sessions
@@ -650,13 +663,18 @@ impl BodySink for Progress<'_> {
         }
     }
 
+    async fn before_write(&mut self) -> Result<()> {
+        if self.renewed.elapsed() >= LOCK_RENEW {
+            self.lock.renew().await?;
+            self.renewed = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
     async fn written(&mut self, upload: &Upload<'_>, end: u64) -> Result<()> {
         self.written = end;
         if self.hasher.is_none() && end - self.acked >= CHECKPOINT && end < self.session.length {
             self.commit(upload, end).await?;
-        } else if self.renewed.elapsed() >= LOCK_RENEW {
-            self.lock.renew().await?;
-            self.renewed = std::time::Instant::now();
         }
         Ok(())
     }

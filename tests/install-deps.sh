@@ -8,6 +8,7 @@
 # Installing the Debian packages does not need their system services: the tests start private
 # instances on free loopback ports from throwaway directories.
 set -euo pipefail
+need2=()
 cd "$(dirname "$0")/.."
 
 sudo=""
@@ -33,6 +34,26 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# The session stores of tests/tus.rs and tests/session_stores.rs: the local PostgreSQL
+# (127.0.0.1:5432, trust, database test), MariaDB (127.0.0.1:3306, root) and redis-server
+# (the tests start private Redis instances from it).
+command -v redis-server >/dev/null 2>&1 || need2+=(redis-server)
+command -v psql >/dev/null 2>&1 || need2+=(postgresql)
+command -v mysql >/dev/null 2>&1 || need2+=(mariadb-server)
+if [ ${#need2[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need2[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need2[@]}"
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  echo "install-deps: starting PostgreSQL"
+  $sudo service postgresql start || true
+fi
+if ! mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
+  echo "install-deps: starting MariaDB"
+  $sudo service mariadb start || $sudo service mysql start || true
 fi
 
 if ! python3 -c "import slixmpp, aiohttp, prometheus_client, tusclient" >/dev/null 2>&1; then

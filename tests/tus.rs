@@ -11,6 +11,247 @@ use common::*;
 
 const MIB: usize = 1 << 20;
 
+// Every test of the resumable protocol runs against every session store.
+/// The suite against the embedded session store.
+mod embedded {
+    use super::common::StoreFixture;
+
+    #[test]
+    fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::tuspy_upload_cut_in_the_middle_resumes_byte_exact(&store);
+        }
+    }
+    #[test]
+    fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(&store);
+        }
+    }
+    #[test]
+    fn protocol_discovery_creation_head_patch_and_completion() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::protocol_discovery_creation_head_patch_and_completion(&store);
+        }
+    }
+    #[test]
+    fn checksum_mismatch_is_460_and_keeps_nothing() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::checksum_mismatch_is_460_and_keeps_nothing(&store);
+        }
+    }
+    #[test]
+    fn creation_is_authorized_by_the_upload_signature() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::creation_is_authorized_by_the_upload_signature(&store);
+        }
+    }
+    #[test]
+    fn forged_foreign_and_terminated_upload_urls_are_refused() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::forged_foreign_and_terminated_upload_urls_are_refused(&store);
+        }
+    }
+    #[test]
+    fn expired_uploads_are_refused_and_removed_with_their_data() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::expired_uploads_are_refused_and_removed_with_their_data(&store);
+        }
+    }
+    #[test]
+    fn concurrent_patches_to_one_upload_cannot_interleave() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::concurrent_patches_to_one_upload_cannot_interleave(&store);
+        }
+    }
+    #[test]
+    fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
+        if let Some(store) = StoreFixture::embedded() {
+            super::sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(&store);
+        }
+    }
+}
+
+/// The suite against the redis session store.
+mod redis {
+    use super::common::StoreFixture;
+
+    #[test]
+    fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
+        if let Some(store) = StoreFixture::redis() {
+            super::tuspy_upload_cut_in_the_middle_resumes_byte_exact(&store);
+        }
+    }
+    #[test]
+    fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
+        if let Some(store) = StoreFixture::redis() {
+            super::sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(&store);
+        }
+    }
+    #[test]
+    fn protocol_discovery_creation_head_patch_and_completion() {
+        if let Some(store) = StoreFixture::redis() {
+            super::protocol_discovery_creation_head_patch_and_completion(&store);
+        }
+    }
+    #[test]
+    fn checksum_mismatch_is_460_and_keeps_nothing() {
+        if let Some(store) = StoreFixture::redis() {
+            super::checksum_mismatch_is_460_and_keeps_nothing(&store);
+        }
+    }
+    #[test]
+    fn creation_is_authorized_by_the_upload_signature() {
+        if let Some(store) = StoreFixture::redis() {
+            super::creation_is_authorized_by_the_upload_signature(&store);
+        }
+    }
+    #[test]
+    fn forged_foreign_and_terminated_upload_urls_are_refused() {
+        if let Some(store) = StoreFixture::redis() {
+            super::forged_foreign_and_terminated_upload_urls_are_refused(&store);
+        }
+    }
+    #[test]
+    fn expired_uploads_are_refused_and_removed_with_their_data() {
+        if let Some(store) = StoreFixture::redis() {
+            super::expired_uploads_are_refused_and_removed_with_their_data(&store);
+        }
+    }
+    #[test]
+    fn concurrent_patches_to_one_upload_cannot_interleave() {
+        if let Some(store) = StoreFixture::redis() {
+            super::concurrent_patches_to_one_upload_cannot_interleave(&store);
+        }
+    }
+    #[test]
+    fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
+        if let Some(store) = StoreFixture::redis() {
+            super::sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(&store);
+        }
+    }
+}
+
+/// The suite against the postgres session store.
+mod postgres {
+    use super::common::StoreFixture;
+
+    #[test]
+    fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::tuspy_upload_cut_in_the_middle_resumes_byte_exact(&store);
+        }
+    }
+    #[test]
+    fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(&store);
+        }
+    }
+    #[test]
+    fn protocol_discovery_creation_head_patch_and_completion() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::protocol_discovery_creation_head_patch_and_completion(&store);
+        }
+    }
+    #[test]
+    fn checksum_mismatch_is_460_and_keeps_nothing() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::checksum_mismatch_is_460_and_keeps_nothing(&store);
+        }
+    }
+    #[test]
+    fn creation_is_authorized_by_the_upload_signature() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::creation_is_authorized_by_the_upload_signature(&store);
+        }
+    }
+    #[test]
+    fn forged_foreign_and_terminated_upload_urls_are_refused() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::forged_foreign_and_terminated_upload_urls_are_refused(&store);
+        }
+    }
+    #[test]
+    fn expired_uploads_are_refused_and_removed_with_their_data() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::expired_uploads_are_refused_and_removed_with_their_data(&store);
+        }
+    }
+    #[test]
+    fn concurrent_patches_to_one_upload_cannot_interleave() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::concurrent_patches_to_one_upload_cannot_interleave(&store);
+        }
+    }
+    #[test]
+    fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
+        if let Some(store) = StoreFixture::postgres() {
+            super::sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(&store);
+        }
+    }
+}
+
+/// The suite against the mysql session store.
+mod mysql {
+    use super::common::StoreFixture;
+
+    #[test]
+    fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::tuspy_upload_cut_in_the_middle_resumes_byte_exact(&store);
+        }
+    }
+    #[test]
+    fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(&store);
+        }
+    }
+    #[test]
+    fn protocol_discovery_creation_head_patch_and_completion() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::protocol_discovery_creation_head_patch_and_completion(&store);
+        }
+    }
+    #[test]
+    fn checksum_mismatch_is_460_and_keeps_nothing() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::checksum_mismatch_is_460_and_keeps_nothing(&store);
+        }
+    }
+    #[test]
+    fn creation_is_authorized_by_the_upload_signature() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::creation_is_authorized_by_the_upload_signature(&store);
+        }
+    }
+    #[test]
+    fn forged_foreign_and_terminated_upload_urls_are_refused() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::forged_foreign_and_terminated_upload_urls_are_refused(&store);
+        }
+    }
+    #[test]
+    fn expired_uploads_are_refused_and_removed_with_their_data() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::expired_uploads_are_refused_and_removed_with_their_data(&store);
+        }
+    }
+    #[test]
+    fn concurrent_patches_to_one_upload_cannot_interleave() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::concurrent_patches_to_one_upload_cannot_interleave(&store);
+        }
+    }
+    #[test]
+    fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
+        if let Some(store) = StoreFixture::mysql() {
+            super::sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(&store);
+        }
+    }
+}
+
 /// A tus request on a fresh connection: `headers` are extra lines ("Name: value\r\n").
 fn tus(server: &Server, method: &str, target: &str, headers: &str, body: &[u8]) -> Response {
     let mut req = format!(
@@ -98,12 +339,11 @@ fn parts(server: &Server) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
+fn tuspy_upload_cut_in_the_middle_resumes_byte_exact(store: &StoreFixture) {
     if !have_tuspy() {
         return;
     }
-    let server = Server::start();
+    let server = Server::with_config(&store.config);
     let data = pattern(64 * MIB, 71);
     let src = server.dir.path().join("video.mp4");
     std::fs::write(&src, &data).unwrap();
@@ -145,12 +385,11 @@ fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
     assert!(!server.log().contains(id), "the log holds a whole upload URL");
 }
 
-#[test]
-fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
+fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(store: &StoreFixture) {
     if !have_tuspy() {
         return;
     }
-    let mut server = Server::start();
+    let mut server = Server::with_config(&store.config);
     let data = pattern(64 * MIB, 72);
     let src = server.dir.path().join("backup.tar");
     std::fs::write(&src, &data).unwrap();
@@ -201,9 +440,8 @@ fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
     assert!(body == data, "the downloaded file differs from the upload");
 }
 
-#[test]
-fn protocol_discovery_creation_head_patch_and_completion() {
-    let server = Server::start();
+fn protocol_discovery_creation_head_patch_and_completion(store: &StoreFixture) {
+    let server = Server::with_config(&store.config);
     // Discovery.
     let r = raw(server.addr, b"OPTIONS /upload/ HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 204);
@@ -316,9 +554,8 @@ fn protocol_discovery_creation_head_patch_and_completion() {
     assert_eq!(r.status, 409);
 }
 
-#[test]
-fn checksum_mismatch_is_460_and_keeps_nothing() {
-    let server = Server::start();
+fn checksum_mismatch_is_460_and_keeps_nothing(store: &StoreFixture) {
+    let server = Server::with_config(&store.config);
     let data = pattern(200_000, 9);
     let path = unique("doc.pdf");
     let loc = create(&server, &path, data.len() as u64, None);
@@ -338,9 +575,8 @@ fn checksum_mismatch_is_460_and_keeps_nothing() {
     assert_eq!(get(&server, &format!("/upload/{}", encode_path(&path))).1, data);
 }
 
-#[test]
-fn creation_is_authorized_by_the_upload_signature() {
-    let server = Server::start();
+fn creation_is_authorized_by_the_upload_signature(store: &StoreFixture) {
+    let server = Server::with_config(&store.config);
     let path = unique("a.png");
     let target = server.put_target(&path, 1000, Some("image/png"), Proto::V2);
     let meta = format!("Upload-Metadata: filetype {}\r\n", b64("image/png"));
@@ -439,9 +675,8 @@ fn id_of(loc: &str) -> &str {
     loc.rsplit('/').next().unwrap()
 }
 
-#[test]
-fn forged_foreign_and_terminated_upload_urls_are_refused() {
-    let server = Server::start();
+fn forged_foreign_and_terminated_upload_urls_are_refused(store: &StoreFixture) {
+    let server = Server::with_config(&store.config);
     let path = unique("clip.ogg");
     let loc = create(&server, &path, 100, None);
     let id = id_of(&loc).to_owned();
@@ -454,7 +689,7 @@ fn forged_foreign_and_terminated_upload_urls_are_refused() {
     assert_eq!(patch(&server, &flipped, 0, b"x", "").status, 404);
     // Foreign: an upload URL minted by a server with another secret is refused before any
     // lookup.
-    let other = Server::with_config("Secret = \"another secret\"");
+    let other = Server::with_config(&format!("{}Secret = \"another secret\"", store.config));
     let target = signed_target("another secret", &unique("f.bin"), 100, None, Proto::V2);
     let r = tus(&other, "POST", &target, "Upload-Length: 100\r\n", b"");
     assert_eq!(r.status, 201);
@@ -483,9 +718,8 @@ fn forged_foreign_and_terminated_upload_urls_are_refused() {
     assert!(parts(&server).contains(&format!("tus_{id}")));
 }
 
-#[test]
-fn expired_uploads_are_refused_and_removed_with_their_data() {
-    let server = Server::with_config("ResumableExpiration = 2");
+fn expired_uploads_are_refused_and_removed_with_their_data(store: &StoreFixture) {
+    let server = Server::with_config(&format!("{}ResumableExpiration = 2", store.config));
     let path = unique("clip.ogg");
     let loc = create(&server, &path, 100, None);
     assert_eq!(patch(&server, &loc, 0, &[1u8; 10], "").status, 204);
@@ -506,9 +740,8 @@ fn expired_uploads_are_refused_and_removed_with_their_data() {
     assert_eq!(get(&server, &format!("/upload/{}", encode_path(&path))).0, 404);
 }
 
-#[test]
-fn concurrent_patches_to_one_upload_cannot_interleave() {
-    let server = Server::start();
+fn concurrent_patches_to_one_upload_cannot_interleave(store: &StoreFixture) {
+    let server = Server::with_config(&store.config);
     let len = 2 * MIB;
     let path = unique("race.bin");
     let loc = create(&server, &path, len as u64, None);
@@ -536,9 +769,8 @@ fn concurrent_patches_to_one_upload_cannot_interleave() {
     assert!(body == first, "bytes of the second PATCH got in");
 }
 
-#[test]
-fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
-    let mut server = Server::start();
+fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(store: &StoreFixture) {
+    let mut server = Server::with_config(&store.config);
     let path = unique("report.odt");
     let data = pattern(300_000, 4);
     let loc = create(&server, &path, data.len() as u64, None);
@@ -561,7 +793,8 @@ fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
 
 #[test]
 fn switched_off_resumable_uploads_are_405() {
-    let server = Server::with_config("ResumableUploads = false");
+    let store = StoreFixture::embedded().unwrap();
+    let server = Server::with_config(&format!("{}ResumableUploads = false", store.config));
     let target = server.put_target(&unique("a"), 1, None, Proto::V);
     assert_eq!(tus(&server, "POST", &target, "Upload-Length: 1\r\n", b"").status, 405);
     let r = raw(server.addr, b"OPTIONS /upload/ HTTP/1.1\r\nHost: x\r\n\r\n");

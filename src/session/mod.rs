@@ -7,6 +7,9 @@
 //! delays only the resumable request that asked, and plain PUT/GET never touch it.
 
 pub mod embedded;
+pub mod failover;
+pub mod redis;
+pub mod sql;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -134,6 +137,11 @@ impl Sessions {
             .await
     }
 
+    pub async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.call(move |s| async move { s.unlock(&id, &owner).await }).await
+    }
+
     /// Release without waiting for the answer (from a Drop, or when the reply is of no use).
     pub fn unlock_later(&self, id: &str, owner: &str) {
         let (id, owner) = (id.to_owned(), owner.to_owned());
@@ -159,4 +167,51 @@ impl Sessions {
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The shared session store the configuration asks for, if any: Redis when `RedisAddr` is
+/// set (with the fallback database behind it when `FallbackEnabled`), the database alone when
+/// only `FallbackEnabled` is set. None: the embedded store serves. Run on the side runtime.
+/// A store that cannot be reached yet still comes back (it answers "unavailable" and recovers
+/// by itself); only a configuration it cannot work with is an error.
+pub async fn open_shared(config: &crate::config::Config) -> Result<Option<Arc<dyn SessionStore>>, String> {
+    let retries = config.max_retries;
+    let delay = Duration::from_secs(config.retry_delay);
+    let database = || async {
+        let db = config.fallback_db().map_err(|e| e.to_string())?;
+        let store: Arc<dyn SessionStore> = match config.fallback_db_type.as_str() {
+            "mysql" => Arc::new(
+                sql::Mysql::connect(&db, retries, delay)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            _ => Arc::new(
+                sql::Postgres::connect(&db, retries, delay)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        Ok::<_, String>(store)
+    };
+    if !config.redis_addr.trim().is_empty() {
+        let redis = redis::Redis::connect(
+            config.redis_addr.trim(),
+            &config.redis_password,
+            config.redis_db,
+            retries,
+            delay,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let redis: Arc<dyn SessionStore> = Arc::new(redis);
+        if config.fallback_enabled {
+            let fallback = database().await?;
+            return Ok(Some(Arc::new(failover::Failover::new(redis, fallback))));
+        }
+        return Ok(Some(redis));
+    }
+    if config.fallback_enabled {
+        return database().await.map(Some);
+    }
+    Ok(None)
 }

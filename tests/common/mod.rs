@@ -457,3 +457,199 @@ pub fn get(server: &Server, target: &str) -> (u16, Vec<u8>) {
 pub fn file_at(server: &Server, path: &str) -> PathBuf {
     server.store().join(Path::new(path))
 }
+
+// ---------------- session stores ----------------
+
+/// A session store for a test server, isolated from every other test: a private Redis on a
+/// free port, or a fresh PostgreSQL / MariaDB database on the local server. Dropping it
+/// stops the Redis or drops the database.
+pub struct StoreFixture {
+    /// Config lines that select it.
+    pub config: String,
+    redis: Option<Child>,
+    redis_port: u16,
+    database: Option<(&'static str, String)>,
+}
+
+impl StoreFixture {
+    pub fn embedded() -> Option<StoreFixture> {
+        Some(StoreFixture {
+            config: String::new(),
+            redis: None,
+            redis_port: 0,
+            database: None,
+        })
+    }
+
+    /// A private redis-server (nothing persisted), or None (SKIPPED) where it is not installed.
+    pub fn redis() -> Option<StoreFixture> {
+        if !require("redis-server", on_path("redis-server")) {
+            return None;
+        }
+        let port = free_port();
+        let mut f = StoreFixture {
+            config: format!("RedisAddr = \"127.0.0.1:{port}\"\nRetryDelay = 1\n"),
+            redis: None,
+            redis_port: port,
+            database: None,
+        };
+        f.start_redis();
+        Some(f)
+    }
+
+    pub fn redis_port(&self) -> u16 {
+        self.redis_port
+    }
+
+    /// (Re)start the private Redis on its port.
+    pub fn start_redis(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.redis = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !runs("redis-cli", &["-p", &self.redis_port.to_string(), "ping"]) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop_redis(&mut self) {
+        if let Some(mut c) = self.redis.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A fresh database on the local PostgreSQL (127.0.0.1:5432, trust) for this test.
+    pub fn postgres() -> Option<StoreFixture> {
+        let name = fresh_db_name();
+        let created = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-qc",
+                &format!("CREATE DATABASE {name}"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !require("PostgreSQL on 127.0.0.1:5432 (psql)", created) {
+            return None;
+        }
+        Some(StoreFixture {
+            config: format!(
+                "FallbackEnabled = true\nFallbackDBType = \"postgres\"\nFallbackDBHost = \"127.0.0.1:5432\"\nFallbackDBUser = \"postgres\"\nFallbackDBName = \"{name}\"\nRetryDelay = 1\n"
+            ),
+            redis: None,
+            redis_port: 0,
+            database: Some(("postgres", name)),
+        })
+    }
+
+    /// A fresh database on the local MariaDB (127.0.0.1:3306, root) for this test.
+    pub fn mysql() -> Option<StoreFixture> {
+        let name = fresh_db_name();
+        let created = Command::new("mysql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-u",
+                "root",
+                "-e",
+                &format!("CREATE DATABASE {name}"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !require("MariaDB on 127.0.0.1:3306 (mysql)", created) {
+            return None;
+        }
+        Some(StoreFixture {
+            config: format!(
+                "FallbackEnabled = true\nFallbackDBType = \"mysql\"\nFallbackDBHost = \"127.0.0.1:3306\"\nFallbackDBUser = \"root\"\nFallbackDBName = \"{name}\"\nRetryDelay = 1\n"
+            ),
+            redis: None,
+            redis_port: 0,
+            database: Some(("mysql", name)),
+        })
+    }
+
+    /// Run SQL in this fixture's database; its output.
+    pub fn sql(&self, statement: &str) -> String {
+        let Some((kind, name)) = &self.database else {
+            return String::new();
+        };
+        let out = if *kind == "postgres" {
+            Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", name, "-tAc", statement])
+                .output()
+        } else {
+            Command::new("mysql")
+                .args(["-h", "127.0.0.1", "-u", "root", "-N", "-e", statement, name])
+                .output()
+        };
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn fresh_db_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "hfs_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos() % 1_000_000
+    )
+}
+
+impl Drop for StoreFixture {
+    fn drop(&mut self) {
+        self.stop_redis();
+        match &self.database {
+            Some(("postgres", name)) => {
+                let _ = Command::new("psql")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "test",
+                        "-qc",
+                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    ])
+                    .output();
+            }
+            Some((_, name)) => {
+                let _ = Command::new("mysql")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-u",
+                        "root",
+                        "-e",
+                        &format!("DROP DATABASE IF EXISTS {name}"),
+                    ])
+                    .output();
+            }
+            None => {}
+        }
+    }
+}

@@ -124,7 +124,9 @@ def main():
         url, path, chunk = args[0], args[1], int(args[2])
         base = urlunsplit(urlsplit(url)._replace(path="/", query=""))
         c = client.TusClient(base)
-        up = Recorder(path, client=c, url=url, chunk_size=chunk, metadata=metadata, retries=5, retry_delay=1)
+        # After a server crash the killed PATCH's lock may still hold (up to its 30 s lease in a
+        # shared store): retry long enough to outlast it, as a phone app would.
+        up = Recorder(path, client=c, url=url, chunk_size=chunk, metadata=metadata, retries=15, retry_delay=3)
         started = up.offset
         up.upload()
         out = {"url": up.url, "started_at": started, "offset": up.offset}
