@@ -477,7 +477,7 @@ async fn append<S: AsyncReadRent + AsyncWriteRent>(
         }
         Err(e) => return Err(e),
     };
-    let left = session.length - session.offset;
+    let left = session.length.saturating_sub(session.offset);
     let mut sink = Progress {
         shared,
         lock,

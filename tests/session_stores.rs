@@ -3,22 +3,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn tus(server: &Server, method: &str, target: &str, headers: &str, body: &[u8]) -> Response {
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nContent-Length: {}\r\n{headers}\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let mut s = connect(server.addr);
-    s.write_all(&req).expect("write request");
-    read_response(&mut s, method == "HEAD").expect("a response")
-}
 
 fn create(server: &Server, path: &str, len: usize) -> Response {
     let target = server.put_target(path, len as u64, None, Proto::V);
@@ -26,13 +13,7 @@ fn create(server: &Server, path: &str, len: usize) -> Response {
 }
 
 fn patch(server: &Server, loc: &str, offset: usize, body: &[u8]) -> Response {
-    tus(
-        server,
-        "PATCH",
-        loc,
-        &format!("Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n"),
-        body,
-    )
+    tus_patch(server, loc, offset as u64, body, "")
 }
 
 /// An upload started on one node is finished on another that shares the store and StoreDir.

@@ -252,19 +252,6 @@ mod mysql {
     }
 }
 
-/// A tus request on a fresh connection: `headers` are extra lines ("Name: value\r\n").
-fn tus(server: &Server, method: &str, target: &str, headers: &str, body: &[u8]) -> Response {
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nContent-Length: {}\r\n{headers}\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let mut s = connect(server.addr);
-    s.write_all(&req).expect("write request");
-    read_response(&mut s, method == "HEAD").expect("a response")
-}
-
 /// Send a raw HEAD request and read its answer's head.
 fn raw_head(server: &Server, request: &str) -> Response {
     let mut s = connect(server.addr);
@@ -289,16 +276,6 @@ fn create(server: &Server, path: &str, len: u64, ctype: Option<&str>) -> String 
     let loc = r.header("Location").expect("Location").to_owned();
     assert!(loc.starts_with("/upload/.hmac-file-server/tus/"), "{loc}");
     loc
-}
-
-fn patch(server: &Server, loc: &str, offset: u64, body: &[u8], extra: &str) -> Response {
-    tus(
-        server,
-        "PATCH",
-        loc,
-        &format!("Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n{extra}"),
-        body,
-    )
 }
 
 fn offset_of(server: &Server, loc: &str) -> u64 {
@@ -484,12 +461,12 @@ fn protocol_discovery_creation_head_patch_and_completion(store: &StoreFixture) {
     assert_eq!(get(&server, &format!("/upload/{}", encode_path(&path))).0, 404);
 
     let (a, b) = data.split_at(MIB);
-    let r = patch(&server, &loc, 0, a, "");
+    let r = tus_patch(&server, &loc, 0, a, "");
     assert_eq!(r.status, 204, "{r:?}");
     assert_eq!(r.header("Upload-Offset"), Some(MIB.to_string().as_str()));
     assert_eq!(r.header("Tus-Resumable"), Some("1.0.0"));
     // Wrong offset: 409, nothing written.
-    let r = patch(&server, &loc, 0, a, "");
+    let r = tus_patch(&server, &loc, 0, a, "");
     assert_eq!(r.status, 409);
     assert_eq!(offset_of(&server, &loc), MIB as u64);
     // Wrong content type: 415; no Tus-Resumable: 412 with Tus-Version.
@@ -507,14 +484,14 @@ fn protocol_discovery_creation_head_patch_and_completion(store: &StoreFixture) {
     // More than the signed length: 413.
     let mut too_much = b.to_vec();
     too_much.push(0);
-    assert_eq!(patch(&server, &loc, MIB as u64, &too_much, "").status, 413);
+    assert_eq!(tus_patch(&server, &loc, MIB as u64, &too_much, "").status, 413);
     // The rest, with a correct checksum: published.
     let sum = {
         use base64::Engine;
         use sha2::Digest;
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b))
     };
-    let r = patch(
+    let r = tus_patch(
         &server,
         &loc,
         MIB as u64,
@@ -564,14 +541,14 @@ fn checksum_mismatch_is_460_and_keeps_nothing(store: &StoreFixture) {
         use sha2::Digest;
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b"something else"))
     };
-    let r = patch(&server, &loc, 0, &data, &format!("Upload-Checksum: sha256 {wrong}\r\n"));
+    let r = tus_patch(&server, &loc, 0, &data, &format!("Upload-Checksum: sha256 {wrong}\r\n"));
     assert_eq!(r.status, 460);
     assert_eq!(offset_of(&server, &loc), 0);
-    let r = patch(&server, &loc, 0, &data, "Upload-Checksum: md5 AAAA\r\n");
+    let r = tus_patch(&server, &loc, 0, &data, "Upload-Checksum: md5 AAAA\r\n");
     assert_eq!(r.status, 400, "an unsupported algorithm");
     assert_eq!(offset_of(&server, &loc), 0);
     // The same body without a checksum goes through.
-    assert_eq!(patch(&server, &loc, 0, &data, "").status, 204);
+    assert_eq!(tus_patch(&server, &loc, 0, &data, "").status, 204);
     assert_eq!(get(&server, &format!("/upload/{}", encode_path(&path))).1, data);
 }
 
@@ -686,7 +663,7 @@ fn forged_foreign_and_terminated_upload_urls_are_refused(store: &StoreFixture) {
     let mut flipped = id.clone().into_bytes();
     flipped[40] = if flipped[40] == b'0' { b'1' } else { b'0' };
     let flipped = format!("/upload/.hmac-file-server/tus/{}", String::from_utf8(flipped).unwrap());
-    assert_eq!(patch(&server, &flipped, 0, b"x", "").status, 404);
+    assert_eq!(tus_patch(&server, &flipped, 0, b"x", "").status, 404);
     // Foreign: an upload URL minted by a server with another secret is refused before any
     // lookup.
     let other = Server::with_config(&format!("{}Secret = \"another secret\"", store.config));
@@ -709,11 +686,11 @@ fn forged_foreign_and_terminated_upload_urls_are_refused(store: &StoreFixture) {
     // Terminated: 204, then gone with its partial data.
     let loc2 = create(&server, &unique("t.bin"), 100, None);
     let part2 = format!("tus_{}", id_of(&loc2));
-    assert_eq!(patch(&server, &loc2, 0, &[7u8; 40], "").status, 204);
+    assert_eq!(tus_patch(&server, &loc2, 0, &[7u8; 40], "").status, 204);
     assert!(parts(&server).contains(&part2));
     assert_eq!(tus(&server, "DELETE", &loc2, "", b"").status, 204);
     assert_eq!(tus(&server, "HEAD", &loc2, "", b"").status, 404);
-    assert_eq!(patch(&server, &loc2, 40, &[7u8; 60], "").status, 404);
+    assert_eq!(tus_patch(&server, &loc2, 40, &[7u8; 60], "").status, 404);
     assert!(!parts(&server).contains(&part2));
     assert!(parts(&server).contains(&format!("tus_{id}")));
 }
@@ -722,7 +699,7 @@ fn expired_uploads_are_refused_and_removed_with_their_data(store: &StoreFixture)
     let server = Server::with_config(&format!("{}ResumableExpiration = 2", store.config));
     let path = unique("clip.ogg");
     let loc = create(&server, &path, 100, None);
-    assert_eq!(patch(&server, &loc, 0, &[1u8; 10], "").status, 204);
+    assert_eq!(tus_patch(&server, &loc, 0, &[1u8; 10], "").status, 204);
     assert_eq!(parts(&server).len(), 1);
     // 2 s after the last progress it expires; the sweeper removes it and its data.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -734,7 +711,7 @@ fn expired_uploads_are_refused_and_removed_with_their_data(store: &StoreFixture)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = patch(&server, &loc, 10, &[1u8; 90], "").status;
+    let status = tus_patch(&server, &loc, 10, &[1u8; 90], "").status;
     assert!(status == 404 || status == 410, "{status}");
     assert!(server.wait_log("resumable upload expired and removed"));
     assert_eq!(get(&server, &format!("/upload/{}", encode_path(&path))).0, 404);
@@ -757,13 +734,13 @@ fn concurrent_patches_to_one_upload_cannot_interleave(store: &StoreFixture) {
     std::thread::sleep(Duration::from_millis(300));
     // A second one at the same offset is refused while the first holds it (423, after a
     // short wait), and writes nothing.
-    let r = patch(&server, &loc, 0, &second, "");
+    let r = tus_patch(&server, &loc, 0, &second, "");
     assert_eq!(r.status, 423, "{r:?}");
     s1.write_all(&first[len / 2..]).unwrap();
     let r = read_response(&mut s1, false).unwrap();
     assert_eq!(r.status, 204);
     // Once it is done, a stale PATCH gets 409 (wrong offset), not a second write.
-    assert_eq!(patch(&server, &loc, 0, &second, "").status, 409);
+    assert_eq!(tus_patch(&server, &loc, 0, &second, "").status, 409);
     let (status, body) = get(&server, &format!("/upload/{}", encode_path(&path)));
     assert_eq!(status, 200);
     assert!(body == first, "bytes of the second PATCH got in");
@@ -774,10 +751,13 @@ fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(store: &St
     let path = unique("report.odt");
     let data = pattern(300_000, 4);
     let loc = create(&server, &path, data.len() as u64, None);
-    assert_eq!(patch(&server, &loc, 0, &data[..100_000], "").status, 204);
+    assert_eq!(tus_patch(&server, &loc, 0, &data[..100_000], "").status, 204);
     server.restart();
     assert_eq!(offset_of(&server, &loc), 100_000);
-    assert_eq!(patch(&server, &loc, 100_000, &data[100_000..200_000], "").status, 204);
+    assert_eq!(
+        tus_patch(&server, &loc, 100_000, &data[100_000..200_000], "").status,
+        204
+    );
     // A plain PUT to the same path finishes first: the resumable upload's last piece is 409
     // and the PUT's file stays.
     let other = pattern(5, 8);
@@ -785,7 +765,7 @@ fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(store: &St
         put(&server, &server.put_target(&path, 5, None, Proto::V), &other, None),
         201
     );
-    assert_eq!(patch(&server, &loc, 200_000, &data[200_000..], "").status, 409);
+    assert_eq!(tus_patch(&server, &loc, 200_000, &data[200_000..], "").status, 409);
     assert_eq!(get(&server, &format!("/upload/{}", encode_path(&path))).1, other);
     assert!(parts(&server).is_empty());
     assert_eq!(tus(&server, "HEAD", &loc, "", b"").status, 404);

@@ -242,6 +242,13 @@ fn tus_header<'a>(tus: &'a mut Option<Box<TusHeaders>>, name: &str) -> Option<&'
         "access-control-request-method",
         "access-control-request-headers",
     ];
+    // Most headers of most requests are none of these: one byte decides.
+    if !matches!(
+        name.as_bytes().first().map(u8::to_ascii_lowercase),
+        Some(b't' | b'u' | b'x' | b'a')
+    ) {
+        return None;
+    }
     let i = NAMES.iter().position(|n| n.eq_ignore_ascii_case(name))?;
     let t = tus.get_or_insert_with(Default::default);
     Some(match i {

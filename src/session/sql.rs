@@ -27,7 +27,8 @@ const INSERT: &str = "INSERT INTO hfs_upload_sessions (id, path, length, upload_
 const LOCK: &str = "UPDATE hfs_upload_sessions SET lock_owner = $1, lock_until = $2 WHERE id = $3 AND (lock_owner IS NULL OR lock_owner = $4 OR lock_until < $5)";
 const UNLOCK: &str =
     "UPDATE hfs_upload_sessions SET lock_owner = NULL, lock_until = 0 WHERE id = $1 AND lock_owner = $2";
-const ADVANCE: &str = "UPDATE hfs_upload_sessions SET upload_offset = $1, expires = $2, active_key = CASE WHEN $3 THEN NULL ELSE active_key END WHERE id = $4 AND upload_offset = $5";
+/// The new offset is passed twice ($1, $3): MySQL's `?` cannot name a parameter again.
+const ADVANCE: &str = "UPDATE hfs_upload_sessions SET upload_offset = $1, expires = $2, active_key = CASE WHEN $3 = length THEN NULL ELSE active_key END WHERE id = $4 AND upload_offset = $5";
 const REMOVE: &str = "DELETE FROM hfs_upload_sessions WHERE id = $1";
 
 fn select_by_id() -> String {
@@ -265,13 +266,8 @@ impl SessionStore for Postgres {
 
     async fn advance(&self, id: &str, from: u64, to: u64, expires: u64) -> StoreResult<bool> {
         let c = self.client().await?;
-        // Whether `to` completes the upload is the row's business: compare in SQL.
-        let complete = self
-            .timed(c.query_opt("SELECT length FROM hfs_upload_sessions WHERE id = $1", &[&id]))
-            .await?
-            .is_some_and(|r| r.get::<_, i64>(0) == int(to));
         let n = self
-            .timed(c.execute(ADVANCE, &[&int(to), &int(expires), &complete, &id, &int(from)]))
+            .timed(c.execute(ADVANCE, &[&int(to), &int(expires), &int(to), &id, &int(from)]))
             .await?;
         Ok(n == 1)
     }
@@ -448,9 +444,8 @@ impl SessionStore for Mysql {
     }
 
     async fn advance(&self, id: &str, from: u64, to: u64, expires: u64) -> StoreResult<bool> {
-        let complete = self.get(id).await?.is_some_and(|s| s.length == to);
         let n = self
-            .exec(ADVANCE, (int(to), int(expires), complete, id, int(from)).into())
+            .exec(ADVANCE, (int(to), int(expires), int(to), id, int(from)).into())
             .await?;
         Ok(n == 1)
     }

@@ -420,6 +420,30 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Response> {
     Some(resp)
 }
 
+/// A tus request on a fresh connection (`headers`: extra "Name: value\r\n" lines).
+pub fn tus(server: &Server, method: &str, target: &str, headers: &str, body: &[u8]) -> Response {
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let mut s = connect(server.addr);
+    s.write_all(&req).expect("write request");
+    read_response(&mut s, method == "HEAD").expect("a response")
+}
+
+/// A tus PATCH of `body` at `offset`, with extra header lines.
+pub fn tus_patch(server: &Server, loc: &str, offset: u64, body: &[u8], extra: &str) -> Response {
+    tus(
+        server,
+        "PATCH",
+        loc,
+        &format!("Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n{extra}"),
+        body,
+    )
+}
+
 /// A PUT head for `target` with a Content-Length body.
 pub fn put_head(target: &str, len: usize, content_type: Option<&str>, extra: &str) -> String {
     let ct = content_type
