@@ -67,10 +67,21 @@ pub fn start(shared: Arc<Shared>, runtime: tokio::runtime::Runtime) -> Result<st
 /// Expired resumable uploads go away within a tenth of ResumableExpiration (at most a minute).
 async fn sweep_forever(shared: &Shared, sessions: &crate::session::Sessions) {
     let every = Duration::from_secs((shared.config.resumable_expiration / 10).clamp(1, 60));
+    let mut was_up = true;
     loop {
         crate::tus::sweep(shared, sessions).await;
-        let up = sessions.store().ping().await.is_ok();
-        shared.metrics.set_session_store(sessions.backend(), up);
+        let ping = sessions.store().ping().await;
+        let backend = sessions.backend();
+        // Transitions only: a store that stays down is not worth a line per round.
+        match &ping {
+            Err(e) if was_up => {
+                tracing::error!(backend, error = %e, "session store stopped answering; resumable uploads get 503 until it does")
+            }
+            Ok(()) if !was_up => tracing::info!(backend, "session store answers again"),
+            _ => {}
+        }
+        was_up = ping.is_ok();
+        shared.metrics.set_session_store(backend, was_up);
         tokio::time::sleep(every).await;
     }
 }

@@ -579,7 +579,14 @@ impl<'a> Lock<'a> {
 
     async fn try_take(sessions: &'a Sessions, id: &str) -> Result<Lock<'a>> {
         let owner = new_id(b"lock owner")?;
-        if sessions.lock(id, &owner, LOCK_LEASE).await.map_err(store_error)? {
+        let taken = sessions.lock(id, &owner, LOCK_LEASE).await.map_err(|e| {
+            // A request that timed out may still be carried out (Redis runs what it has
+            // queued): release what it may take, so the client's retry is not held off for
+            // a whole lease.
+            sessions.unlock_later(id, &owner);
+            store_error(e)
+        })?;
+        if taken {
             Ok(Lock {
                 sessions,
                 id: id.to_owned(),

@@ -16,16 +16,24 @@ fn patch(server: &Server, loc: &str, offset: usize, body: &[u8]) -> Response {
     tus_patch(server, loc, offset as u64, body, "")
 }
 
+/// Create a resumable upload of `data` to `path` and send its first `first` bytes; its URL.
+fn begin(server: &Server, path: &str, data: &[u8], first: usize) -> String {
+    let r = create(server, path, data.len());
+    assert_eq!(r.status, 201, "{r:?}");
+    let loc = r.header("Location").unwrap().to_owned();
+    if first > 0 {
+        assert_eq!(patch(server, &loc, 0, &data[..first]).status, 204);
+    }
+    loc
+}
+
 /// An upload started on one node is finished on another that shares the store and StoreDir.
 fn two_nodes(store: &StoreFixture) {
     let a = Server::with_config(&store.config);
     let b = Server::with_config(&format!("{}StoreDir = \"{}\"\n", store.config, a.store().display()));
     let data = pattern(3 << 20, 11);
     let path = unique("shared.bin");
-    let r = create(&a, &path, data.len());
-    assert_eq!(r.status, 201, "{r:?}");
-    let loc = r.header("Location").unwrap().to_owned();
-    assert_eq!(patch(&a, &loc, 0, &data[..1 << 20]).status, 204);
+    let loc = begin(&a, &path, &data, 1 << 20);
     // Node b knows the upload and its offset, continues and finishes it.
     let r = tus(&b, "HEAD", &loc, "", b"");
     assert_eq!(r.header("Upload-Offset"), Some("1048576"), "{r:?}");
@@ -76,10 +84,7 @@ fn redis_fails_over_to(db: StoreFixture) {
         Server::with_metrics(&format!("{}{}ResumableExpiration = 20\n", redis.config, db.config), &[]);
     let data = pattern(2 << 20, 12);
     let path = unique("failover.bin");
-    let r = create(&server, &path, data.len());
-    assert_eq!(r.status, 201, "{r:?}");
-    let loc = r.header("Location").unwrap().to_owned();
-    assert_eq!(patch(&server, &loc, 0, &data[..1 << 20]).status, 204);
+    let loc = begin(&server, &path, &data, 1 << 20);
     let id = loc.rsplit('/').next().unwrap().to_owned();
     assert!(db
         .sql(&format!(
@@ -92,18 +97,17 @@ fn redis_fails_over_to(db: StoreFixture) {
     assert_eq!(r.status, 204, "{r:?}\n{}", server.log());
     assert!(get(&server, &format!("/upload/{}", encode_path(&path))).1 == data);
     assert!(server.wait_log("session store failed over"));
+    let fallback = if db.config.contains("mysql") {
+        "mysql"
+    } else {
+        "postgres"
+    };
     let ready = raw(metrics, b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n");
     let body = String::from_utf8_lossy(&ready.body).into_owned();
-    assert!(
-        body.contains(&format!(
-            "\"backend\":\"{}\"",
-            if db.config.contains("mysql") {
-                "mysql"
-            } else {
-                "postgres"
-            }
-        )),
-        "{body}"
+    assert!(body.contains(&format!("\"backend\":\"{fallback}\"")), "{body}");
+    wait_metric(
+        metrics,
+        &format!("hmac_file_server_session_store_up{{backend=\"{fallback}\"}} 1"),
     );
 
     redis.start_redis();
@@ -112,24 +116,32 @@ fn redis_fails_over_to(db: StoreFixture) {
         assert!(Instant::now() < deadline, "never went back to Redis\n{}", server.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    wait_metric(metrics, "hmac_file_server_session_store_up{backend=\"redis\"} 1");
     let path2 = unique("after.bin");
     let r = create(&server, &path2, 5);
     assert_eq!(r.status, 201);
     let id2 = r.header("Location").unwrap().rsplit('/').next().unwrap().to_owned();
-    let out = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.redis_port().to_string(),
-            "exists",
-            &format!("hmac-file-server:session:{id2}"),
-        ])
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        redis
+            .redis_cli(&["exists", &format!("hmac-file-server:session:{id2}")])
+            .trim(),
         "1",
         "new session not in Redis"
     );
+}
+
+/// The sweeper refreshes the gauge every round (2 s with ResumableExpiration = 20).
+fn wait_metric(metrics: std::net::SocketAddr, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = raw(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        if body.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {line:?} in\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -173,5 +185,148 @@ fn unreachable_stores_give_503_and_a_log_line_never_a_hang() {
         // Plain uploads never wait on the session store.
         let target = server.put_target(&unique("plain.txt"), 2, None, Proto::V);
         assert_eq!(put(&server, &target, b"ok", None), 201);
+    }
+}
+
+/// Every connection to the store is cut between two requests: the next ones get an answer
+/// (204, or 503 while it reconnects) within seconds, the acknowledged offset is kept, a log
+/// line says what happened, and the upload finishes byte-exact without a restart. `lost`:
+/// the line a driver that notices the loss by itself writes (mysql_async's pool instead
+/// tests an idle connection before use and replaces it silently).
+fn dropped_connection(store: StoreFixture, lost: Option<&str>, names: &str) {
+    let server = Server::with_config(&format!("{}ResumableExpiration = 20\n", store.config));
+    let data = pattern(2 << 20, 13);
+    let path = unique("dropped.bin");
+    let loc = begin(&server, &path, &data, 1 << 20);
+
+    assert!(store.drop_connections() > 0, "no connection to cut");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = 0;
+    loop {
+        assert!(Instant::now() < deadline, "never recovered\n{}", server.log());
+        let started = Instant::now();
+        let head = tus(&server, "HEAD", &loc, "", b"");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "HEAD took {:?}",
+            started.elapsed()
+        );
+        if head.status == 503 {
+            refused += 1;
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        assert_eq!(head.status, 200, "{head:?}");
+        let offset: usize = head.header("Upload-Offset").unwrap().parse().unwrap();
+        assert!(offset >= 1 << 20, "lost an acknowledged offset: {offset}");
+        let started = Instant::now();
+        let r = patch(&server, &loc, offset, &data[offset..]);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "PATCH took {:?}",
+            started.elapsed()
+        );
+        match r.status {
+            204 => break,
+            503 => refused += 1,
+            _ => panic!("{r:?}\n{}", server.log()),
+        }
+    }
+    assert!(get(&server, &format!("/upload/{}", encode_path(&path))).1 == data);
+    if let Some(lost) = lost {
+        assert!(server.wait_log(lost), "no line saying {lost:?}\n{}", server.log());
+    }
+    // Every refusal was explained in the log, naming the store.
+    if refused > 0 {
+        assert!(
+            server.log().contains(names),
+            "503 without naming {names}\n{}",
+            server.log()
+        );
+    }
+    eprintln!("requests refused while reconnecting: {refused}");
+}
+
+#[test]
+fn dropped_redis_connection_reconnects() {
+    if let Some(store) = StoreFixture::redis() {
+        let named = format!("127.0.0.1:{}", store.redis_port());
+        dropped_connection(store, Some("Redis session store connection lost"), &named);
+    }
+}
+
+#[test]
+fn dropped_postgres_connection_reconnects() {
+    if let Some(store) = StoreFixture::postgres() {
+        dropped_connection(
+            store,
+            Some("PostgreSQL session store connection lost"),
+            "postgres@127.0.0.1:5432",
+        );
+    }
+}
+
+#[test]
+fn dropped_mysql_connection_reconnects() {
+    if let Some(store) = StoreFixture::mysql() {
+        dropped_connection(store, None, "root@127.0.0.1:3306");
+    }
+}
+
+/// The store hangs (Redis paused, the session's row locked by someone else): the request that
+/// needs it gets 503 within seconds and a log line naming the store, and the upload goes on
+/// once the store answers again.
+fn stalled(store: StoreFixture, names: &str) {
+    let server = Server::with_config(&store.config);
+    let data = pattern(1 << 20, 14);
+    let path = unique("stalled.bin");
+    let loc = begin(&server, &path, &data, 0);
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+
+    let mut stall = store.stall(&id, 6);
+    let started = Instant::now();
+    let r = patch(&server, &loc, 0, &data);
+    let took = started.elapsed();
+    assert_eq!(r.status, 503, "{r:?}\n{}", server.log());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(server.wait_log(names), "no line naming {names}\n{}", server.log());
+    let _ = stall.wait();
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut answers = Vec::new();
+    loop {
+        let r = patch(&server, &loc, 0, &data);
+        answers.push(r.status);
+        if r.status == 204 {
+            eprintln!("answers after the stall: {answers:?}");
+            break;
+        }
+        // 423 while a lease taken by the timed-out request runs out (see Lock::try_take).
+        assert!(matches!(r.status, 423 | 503), "{r:?}");
+        assert!(Instant::now() < deadline, "never recovered\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(get(&server, &format!("/upload/{}", encode_path(&path))).1 == data);
+}
+
+#[test]
+fn stalled_redis_gives_503_within_seconds() {
+    if let Some(store) = StoreFixture::redis() {
+        let named = format!("127.0.0.1:{}", store.redis_port());
+        stalled(store, &named);
+    }
+}
+
+#[test]
+fn stalled_postgres_gives_503_within_seconds() {
+    if let Some(store) = StoreFixture::postgres() {
+        stalled(store, "postgres@127.0.0.1:5432");
+    }
+}
+
+#[test]
+fn stalled_mysql_gives_503_within_seconds() {
+    if let Some(store) = StoreFixture::mysql() {
+        stalled(store, "root@127.0.0.1:3306");
     }
 }

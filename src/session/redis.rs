@@ -8,6 +8,8 @@
 //! there (clients then resume from the earlier offset: the bytes are still in the file).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -96,6 +98,7 @@ impl Redis {
             client,
             addr: addr.to_owned(),
         };
+        store.log_connection_changes();
         let _task = store.client.connect();
         let mut last = String::new();
         for attempt in 0..=retries {
@@ -113,6 +116,33 @@ impl Redis {
         // until Redis is back, then works again by itself.
         tracing::error!(addr, error = %last, "Redis session store unavailable at start; resumable uploads get 503 (or use the fallback) until it answers");
         Ok(store)
+    }
+
+    /// One line when an established connection is lost and one when it is back: the client
+    /// reconnects by itself, `RetryDelay` apart, and commands meanwhile wait up to their timeout.
+    fn log_connection_changes(&self) {
+        const NEVER: u8 = 0;
+        const UP: u8 = 1;
+        const LOST: u8 = 2;
+        let state = Arc::new(AtomicU8::new(NEVER));
+        let (on_error, addr) = (state.clone(), self.addr.clone());
+        // The listeners run as long as the client: their handles are not needed.
+        drop(self.client.on_error(move |(e, _)| {
+            if on_error
+                .compare_exchange(UP, LOST, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                tracing::warn!(addr = %addr, error = %e, "Redis session store connection lost; reconnecting");
+            }
+            async { Ok(()) }
+        }));
+        let addr = self.addr.clone();
+        drop(self.client.on_reconnect(move |_| {
+            if state.swap(UP, Ordering::AcqRel) == LOST {
+                tracing::info!(addr = %addr, "Redis session store reconnected");
+            }
+            async { Ok(()) }
+        }));
     }
 
     fn err(&self, e: fred::error::Error) -> StoreError {

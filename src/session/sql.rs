@@ -4,7 +4,7 @@
 //! transaction spans a round trip; the unique `active_key` (the path's SHA-256 while the
 //! upload is unfinished) is what makes "one unfinished upload per path" hold across nodes.
 //! Locks are a lease in the row (`lock_owner`, `lock_until` in Unix milliseconds: the nodes'
-//! clocks must agree to well under the 5 min lease, as NTP keeps them).
+//! clocks must agree to well under the 30 s lease, as NTP keeps them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,9 @@ use super::{Session, SessionStore, StoreError, StoreResult};
 
 /// A statement that gets no answer within this is an unavailable store (never a hang).
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The database gives up on a statement (one waiting for a row lock, say) a little before
+/// the client does, so a statement the client gave up on can never take effect later.
+const SERVER_TIMEOUT_MS: u64 = 2500;
 
 const MIGRATIONS_PG: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_upload_sessions.sql"))];
 const MIGRATIONS_MYSQL: &[(i32, &str)] = &[(1, include_str!("../../migrations/mysql/0001_upload_sessions.sql"))];
@@ -118,6 +121,9 @@ impl Postgres {
             .password(&db.password)
             .dbname(&db.name)
             .application_name("hmac-file-server")
+            .options(format!(
+                "-c statement_timeout={SERVER_TIMEOUT_MS} -c lock_timeout={SERVER_TIMEOUT_MS}"
+            ))
             .connect_timeout(STATEMENT_TIMEOUT);
         let store = Postgres {
             config,
@@ -309,7 +315,12 @@ impl Mysql {
             .pass(Some(db.password.clone()))
             .db_name(Some(db.name.clone()))
             // Affected rows count matched rows: renewing a lock with the same values is a success.
-            .client_found_rows(true);
+            .client_found_rows(true)
+            // InnoDB counts in whole seconds; 2 s stays under the client's 3 s.
+            .init(vec![format!(
+                "SET SESSION innodb_lock_wait_timeout = {}",
+                SERVER_TIMEOUT_MS / 1000
+            )]);
         let store = Mysql {
             pool: mysql_async::Pool::new(opts),
             describe: db.describe(),
@@ -363,8 +374,14 @@ impl Mysql {
     async fn migrate(&self) -> StoreResult<()> {
         use mysql_async::prelude::Queryable;
         let mut c = self.timed(self.pool.get_conn()).await?;
-        self.timed(c.query_drop("SELECT GET_LOCK('hmac-file-server-migrations', 30)"))
+        // Waits less than the client's timeout: a lock granted after we gave up would stay
+        // with the pooled connection.
+        let got: Option<Option<i64>> = self
+            .timed(c.query_first("SELECT GET_LOCK('hmac-file-server-migrations', 2)"))
             .await?;
+        if got.flatten() != Some(1) {
+            return Err(self.err("another node is migrating the schema"));
+        }
         let result = async {
             self.timed(c.query_drop(
                 "CREATE TABLE IF NOT EXISTS hfs_schema_migrations (version INT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE = InnoDB",

@@ -525,6 +525,16 @@ impl StoreFixture {
         self.redis_port
     }
 
+    /// A redis-cli command against the private Redis; what it printed.
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.redis_port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// (Re)start the private Redis on its port.
     pub fn start_redis(&mut self) {
         let child = Command::new("redis-server")
@@ -611,6 +621,74 @@ impl StoreFixture {
             redis_port: 0,
             database: Some(("mysql", name)),
         })
+    }
+
+    /// Cut every connection the server under test holds to this store, the way a restarted
+    /// proxy or an administrator would; how many were cut.
+    pub fn drop_connections(&self) -> usize {
+        if self.redis_port != 0 {
+            return self
+                .redis_cli(&["CLIENT", "KILL", "TYPE", "normal"])
+                .trim()
+                .parse()
+                .unwrap_or(0);
+        }
+        match &self.database {
+            Some(("postgres", name)) => self
+                .sql(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                ))
+                .lines()
+                .filter(|l| l.trim() == "t")
+                .count(),
+            Some((_, name)) => {
+                let ids = self.sql(&format!(
+                    "SELECT id FROM information_schema.processlist WHERE db = '{name}' AND id <> CONNECTION_ID()"
+                ));
+                ids.lines()
+                    .filter(|id| !id.trim().is_empty())
+                    .filter(|id| {
+                        Command::new("mysql")
+                            .args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("KILL CONNECTION {}", id.trim())])
+                            .status()
+                            .is_ok_and(|s| s.success())
+                    })
+                    .count()
+            }
+            None => 0,
+        }
+    }
+
+    /// Make the store hang for `secs` without closing anything: Redis pauses every client,
+    /// a database holds the row of upload `id` locked. The stall runs in the background.
+    pub fn stall(&self, id: &str, secs: u32) -> Child {
+        if self.redis_port != 0 {
+            let c = Command::new("redis-cli")
+                .args(["-p", &self.redis_port.to_string(), "CLIENT", "PAUSE"])
+                .args([(secs * 1000).to_string(), "ALL".into()])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-cli");
+            std::thread::sleep(Duration::from_millis(300));
+            return c;
+        }
+        let (kind, name) = self.database.as_ref().expect("a store to stall");
+        let hold = format!("SELECT id FROM hfs_upload_sessions WHERE id = '{id}' FOR UPDATE");
+        let mut cmd = if *kind == "postgres" {
+            let mut c = Command::new("psql");
+            c.args(["-h", "127.0.0.1", "-U", "postgres", "-d", name, "-c"])
+                .arg(format!("BEGIN; {hold}; SELECT pg_sleep({secs}); COMMIT;"));
+            c
+        } else {
+            let mut c = Command::new("mysql");
+            c.args(["-h", "127.0.0.1", "-u", "root", name, "-e"])
+                .arg(format!("BEGIN; {hold}; DO SLEEP({secs}); COMMIT;"));
+            c
+        };
+        let child = cmd.stdout(Stdio::null()).spawn().expect("database client");
+        // Until the row is locked.
+        std::thread::sleep(Duration::from_millis(500));
+        child
     }
 
     /// Run SQL in this fixture's database; its output.
