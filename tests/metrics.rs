@@ -112,7 +112,11 @@ fn every_metric_moves_by_exactly_what_was_done() {
     assert_eq!(read_response(&mut c, true).unwrap().status, 200);
     // Connections held open while scraping.
     let held: Vec<_> = (0..3).map(|_| connect(s.addr)).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Until the workers have accepted them (a moment on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_sample(&scrape(metrics, false), "hmac_active_connections_total") < 4.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     for openmetrics in [false, true] {
         let after = scrape(metrics, openmetrics);
