@@ -169,7 +169,8 @@ fn every_metric_moves_by_exactly_what_was_done() {
         assert_eq!(get_sample(&after, &version), 1.0);
         assert!(get_sample(&after, "hmac_memory_usage_bytes") > 1e6);
         assert!(get_sample(&after, "hmac_cpu_usage_percent") >= 0.0);
-        assert!(get_sample(&after, "process_cpu_seconds_total") > 0.0);
+        // Counted in 10 ms clock ticks: this little work may still read 0.
+        assert!(after.get("process_cpu_seconds_total").is_some_and(|v| *v >= 0.0));
         assert!(get_sample(&after, "process_resident_memory_bytes") > 1e6);
         assert!(get_sample(&after, "process_open_fds") >= 5.0);
         assert!(get_sample(&after, "process_threads") >= 4.0);
