@@ -570,17 +570,7 @@ impl StoreFixture {
     /// A fresh database on the local PostgreSQL (127.0.0.1:5432, trust) for this test.
     pub fn postgres() -> Option<StoreFixture> {
         let name = fresh_db_name();
-        let created = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-qc",
-                &format!("CREATE DATABASE {name}"),
-            ])
+        let created = db_client("postgres", "test", &format!("CREATE DATABASE {name}"))
             .output()
             .is_ok_and(|o| o.status.success());
         if !require("PostgreSQL on 127.0.0.1:5432 (psql)", created) {
@@ -599,15 +589,7 @@ impl StoreFixture {
     /// A fresh database on the local MariaDB (127.0.0.1:3306, root) for this test.
     pub fn mysql() -> Option<StoreFixture> {
         let name = fresh_db_name();
-        let created = Command::new("mysql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-u",
-                "root",
-                "-e",
-                &format!("CREATE DATABASE {name}"),
-            ])
+        let created = db_client("mysql", "test", &format!("CREATE DATABASE {name}"))
             .output()
             .is_ok_and(|o| o.status.success());
         if !require("MariaDB on 127.0.0.1:3306 (mysql)", created) {
@@ -648,8 +630,7 @@ impl StoreFixture {
                 ids.lines()
                     .filter(|id| !id.trim().is_empty())
                     .filter(|id| {
-                        Command::new("mysql")
-                            .args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("KILL CONNECTION {}", id.trim())])
+                        db_client("mysql", "test", &format!("KILL CONNECTION {}", id.trim()))
                             .status()
                             .is_ok_and(|s| s.success())
                     })
@@ -674,18 +655,15 @@ impl StoreFixture {
         }
         let (kind, name) = self.database.as_ref().expect("a store to stall");
         let hold = format!("SELECT id FROM hfs_upload_sessions WHERE id = '{id}' FOR UPDATE");
-        let mut cmd = if *kind == "postgres" {
-            let mut c = Command::new("psql");
-            c.args(["-h", "127.0.0.1", "-U", "postgres", "-d", name, "-c"])
-                .arg(format!("BEGIN; {hold}; SELECT pg_sleep({secs}); COMMIT;"));
-            c
+        let sleep = if *kind == "postgres" {
+            format!("SELECT pg_sleep({secs})")
         } else {
-            let mut c = Command::new("mysql");
-            c.args(["-h", "127.0.0.1", "-u", "root", name, "-e"])
-                .arg(format!("BEGIN; {hold}; DO SLEEP({secs}); COMMIT;"));
-            c
+            format!("DO SLEEP({secs})")
         };
-        let child = cmd.stdout(Stdio::null()).spawn().expect("database client");
+        let child = db_client(kind, name, &format!("BEGIN; {hold}; {sleep}; COMMIT;"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("database client");
         // Until the row is locked.
         std::thread::sleep(Duration::from_millis(500));
         child
@@ -696,18 +674,25 @@ impl StoreFixture {
         let Some((kind, name)) = &self.database else {
             return String::new();
         };
-        let out = if *kind == "postgres" {
-            Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", name, "-tAc", statement])
-                .output()
-        } else {
-            Command::new("mysql")
-                .args(["-h", "127.0.0.1", "-u", "root", "-N", "-e", statement, name])
-                .output()
-        };
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        db_client(kind, name, statement)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
     }
+}
+
+/// The command-line client of the local PostgreSQL (`kind` "postgres") or MariaDB running
+/// `statement` in database `db`, printing bare values (no headers, no alignment).
+fn db_client(kind: &str, db: &str, statement: &str) -> Command {
+    let mut c;
+    if kind == "postgres" {
+        c = Command::new("psql");
+        c.args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qtAc", statement]);
+    } else {
+        c = Command::new("mysql");
+        c.args(["-h", "127.0.0.1", "-u", "root", "-N", "-e", statement, db]);
+    }
+    c
 }
 
 fn fresh_db_name() -> String {
@@ -726,30 +711,15 @@ impl Drop for StoreFixture {
         self.stop_redis();
         match &self.database {
             Some(("postgres", name)) => {
-                let _ = Command::new("psql")
-                    .args([
-                        "-h",
-                        "127.0.0.1",
-                        "-U",
-                        "postgres",
-                        "-d",
-                        "test",
-                        "-qc",
-                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                    ])
-                    .output();
+                let _ = db_client(
+                    "postgres",
+                    "test",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .output();
             }
-            Some((_, name)) => {
-                let _ = Command::new("mysql")
-                    .args([
-                        "-h",
-                        "127.0.0.1",
-                        "-u",
-                        "root",
-                        "-e",
-                        &format!("DROP DATABASE IF EXISTS {name}"),
-                    ])
-                    .output();
+            Some((kind, name)) => {
+                let _ = db_client(kind, "test", &format!("DROP DATABASE IF EXISTS {name}")).output();
             }
             None => {}
         }
