@@ -113,8 +113,9 @@ class Peer:
 class Ours(Peer):
     signed = True
 
-    def __init__(self, name, port, store, workdir, sync, workers, extra=""):
+    def __init__(self, name, port, store, workdir, sync, workers, extra="", binary=BIN):
         super().__init__(name, port, store)
+        self.binary = binary
         self.cfg = os.path.join(workdir, f"{name}.toml")
         with open(self.cfg, "w") as f:
             f.write(
@@ -124,7 +125,7 @@ class Ours(Peer):
             )
 
     def start(self):
-        self.proc = subprocess.Popen([BIN, "--config", self.cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([self.binary, "--config", self.cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
 
@@ -520,7 +521,10 @@ def main():
     ap.add_argument("--max-rps", type=int, default=60000, help="pool sizing: fresh PUT targets per second of load")
     ap.add_argument("--fs", choices=["root", "tmpfs", "loop"], default="root",
                     help="where every server's data lives: the root filesystem, a fresh tmpfs, or a fresh loop-mounted ext4")
-    ap.add_argument("--peers", default="ours,ours-nosync,nginx,floor")
+    ap.add_argument("--peers", default="ours,ours-nosync,nginx,floor",
+                    help="comma list of: ours, ours-nosync, nginx, floor, baseline, baseline-nosync")
+    ap.add_argument("--baseline", help="another build of this server (e.g. main's, copied aside) run as the peers "
+                    "'baseline' and 'baseline-nosync', to A/B a change in the same interleaved run")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
@@ -553,6 +557,8 @@ def main():
             peers.append(Ours(name, port, store, work, True, a.workers))
         elif name == "ours-nosync":
             peers.append(Ours(name, port, store, work, False, a.workers))
+        elif name in ("baseline", "baseline-nosync") and a.baseline:
+            peers.append(Ours(name, port, store, work, name == "baseline", a.workers, binary=a.baseline))
         elif name == "nginx":
             peers.append(Nginx(name, port, store, work, a.workers))
         elif name == "floor":
