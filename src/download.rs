@@ -68,11 +68,11 @@ pub async fn get<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
 
     let mut h = ResponseHead::new(&mut conn.wbuf, status)
         .header_bytes("Content-Type", content_type)
-        .header("Content-Disposition", disposition)
-        .header("Accept-Ranges", "bytes")
-        .header("ETag", etag)
-        .header("Last-Modified", last_modified)
-        .header("Cache-Control", "public, max-age=31536000, immutable");
+        .header_bytes("Content-Disposition", disposition.as_bytes())
+        .header_bytes("Accept-Ranges", b"bytes")
+        .header_bytes("ETag", etag.as_bytes())
+        .header_bytes("Last-Modified", last_modified.as_bytes())
+        .header_bytes("Cache-Control", b"public, max-age=31536000, immutable");
     if status == 206 {
         h = h.header(
             "Content-Range",
@@ -100,10 +100,18 @@ async fn send_body<S: AsyncReadRent + AsyncWriteRent>(
     start: u64,
     len: u64,
 ) -> Result<()> {
+    if let Some(bytes) = stored.cached_body(start, len) {
+        conn.wbuf.extend_from_slice(bytes);
+        return Ok(());
+    }
     if len <= INLINE_BODY {
         let mut out = std::mem::take(&mut conn.wbuf);
         out.reserve(len as usize);
+        let at = out.len();
         let res = read_exact_into(stored, &mut out, start, len as usize).await;
+        if res.is_ok() && start == 0 && !conn.shared.file_cache.ttl.is_zero() {
+            stored.remember_body(&out[at..]);
+        }
         conn.wbuf = out;
         return res;
     }
@@ -153,12 +161,13 @@ async fn read_exact_into(stored: &Stored, out: &mut Vec<u8>, mut pos: u64, want:
 
 /// Media a browser may show in place; everything else downloads (DESIGN.md §3).
 fn is_inline(content_type: &[u8]) -> bool {
-    let ct = String::from_utf8_lossy(content_type).to_ascii_lowercase();
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    essence.starts_with("image/")
-        || essence.starts_with("video/")
-        || essence.starts_with("audio/")
-        || essence == "text/plain"
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let starts = |prefix: &[u8]| essence.len() >= prefix.len() && essence[..prefix.len()].eq_ignore_ascii_case(prefix);
+    starts(b"image/") || starts(b"video/") || starts(b"audio/") || essence.eq_ignore_ascii_case(b"text/plain")
 }
 
 fn etag_matches(header: &str, etag: &str) -> bool {

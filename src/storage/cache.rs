@@ -5,7 +5,7 @@
 //! open_file_cache, on by default because a shared file in a group chat is fetched by every
 //! member within seconds.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,8 +22,32 @@ struct Cache {
     map: HashMap<String, Entry>,
 }
 
+/// Files up to this size are kept in memory with their entry after the first full read, so a
+/// repeated GET of a small file (a chat's photo thumbnails, voice notes) is one socket write and
+/// no file read. Larger files gain little from it: their send dominates.
+pub const BODY_MAX: u64 = 16 * 1024;
+/// Bytes of such bodies one worker holds at most: with two workers well inside the 32 MiB RSS
+/// budget, and enough for a few hundred small files fetched within a TTL.
+const BODY_BUDGET: usize = 4 << 20;
+
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    static BODY_BYTES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Account for a body of `len` bytes; false when it would exceed the budget.
+pub fn reserve_body(len: usize) -> bool {
+    if len as u64 > BODY_MAX {
+        return false;
+    }
+    BODY_BYTES.with(|b| {
+        let used = b.get() + len;
+        (used <= BODY_BUDGET).then(|| b.set(used)).is_some()
+    })
+}
+
+pub fn release_body(len: usize) {
+    BODY_BYTES.with(|b| b.set(b.get().saturating_sub(len)));
 }
 
 pub fn get(path: &str, now: Instant) -> Option<Rc<Stored>> {

@@ -390,6 +390,7 @@ impl Store {
             etag: format!("\"{:x}-{:x}\"", st.st_size, mtime_ns),
             last_modified: httpdate::fmt_http_date(mtime),
             content_type,
+            body: std::cell::OnceCell::new(),
         })
     }
 
@@ -450,6 +451,32 @@ pub struct Stored {
     pub etag: String,
     pub last_modified: String,
     pub content_type: Option<Vec<u8>>,
+    /// The whole file, once read, if it is small and this worker's body budget allows
+    /// (see `cache::BODY_MAX`): a repeated GET then needs no file read.
+    body: std::cell::OnceCell<Box<[u8]>>,
+}
+
+impl Stored {
+    /// The file's bytes `[start, start+len)` if the whole file is held in memory.
+    pub fn cached_body(&self, start: u64, len: u64) -> Option<&[u8]> {
+        let body = self.body.get()?;
+        body.get(usize::try_from(start).ok()?..usize::try_from(start + len).ok()?)
+    }
+
+    /// Keep `bytes`, the whole file just read, in memory for as long as this entry lives.
+    pub fn remember_body(&self, bytes: &[u8]) {
+        if bytes.len() as u64 == self.size && self.body.get().is_none() && cache::reserve_body(bytes.len()) {
+            let _ = self.body.set(bytes.into());
+        }
+    }
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        if let Some(b) = self.body.get() {
+            cache::release_body(b.len());
+        }
+    }
 }
 
 /// Marks a path as being uploaded on this node for as long as it lives.
