@@ -12,6 +12,8 @@ use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::Config;
 
+pub mod access;
+
 /// Set by SIGHUP; the writer thread reopens the file before its next write.
 static REOPEN: AtomicBool = AtomicBool::new(false);
 /// Whether there is a file to reopen (false when logging to the console).
@@ -61,8 +63,18 @@ impl Write for LogFile {
     }
 }
 
-/// Install the global subscriber. Keep the guard alive: dropping it flushes and stops the writer.
-pub fn init(config: &Config) -> io::Result<WorkerGuard> {
+/// Keeps the log writer running; dropping it hands over the queued access lines, then flushes
+/// and stops the writer thread.
+pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        access::flush();
+    }
+}
+
+/// Install the global subscriber and the access log. Keep the guard alive until exit.
+pub fn init(config: &Config) -> io::Result<LogGuard> {
     let level = match config.log_level.to_ascii_lowercase().as_str() {
         "debug" => LevelFilter::DEBUG,
         "warn" => LevelFilter::WARN,
@@ -99,6 +111,7 @@ pub fn init(config: &Config) -> io::Result<WorkerGuard> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let json = config.log_format.eq_ignore_ascii_case("json");
+    access::init(writer.clone(), json, level)?;
     let text_layer = (!json).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(writer.clone())
@@ -118,5 +131,5 @@ pub fn init(config: &Config) -> io::Result<WorkerGuard> {
         .with(filter)
         .try_init()
         .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(guard)
+    Ok(LogGuard(guard))
 }
