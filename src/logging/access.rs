@@ -59,11 +59,13 @@ pub(super) fn init(writer: NonBlocking, json: bool, level: LevelFilter) -> std::
         .map(drop)
 }
 
-/// Hand everything queued to the writer thread now (at exit, before the writer stops).
+/// Hand everything queued to the writer thread now (at exit, before the writer stops). Taking
+/// the writer lock first waits out a batch the flusher has taken but not yet handed over.
 pub fn flush() {
     if let Some(log) = LOG.get() {
+        let mut writer = lock(&log.writer);
         let batch = std::mem::take(&mut *lock(&log.queued));
-        log.write(&batch);
+        let _ = writer.write_all(&batch);
     }
 }
 
@@ -94,21 +96,13 @@ pub fn record(line: &Line) {
         if queued.len() >= FLUSH_AT {
             let batch = std::mem::take(&mut *queued);
             drop(queued);
-            log.write(&batch);
+            // NonBlocking never blocks: it queues the batch for the writer thread.
+            let _ = lock(&log.writer).write_all(&batch);
         } else if was_empty {
             drop(queued);
             log.filled.notify_one();
         }
     });
-}
-
-impl Log {
-    fn write(&self, batch: &[u8]) {
-        if !batch.is_empty() {
-            // NonBlocking never blocks: it queues the batch for the writer thread.
-            let _ = lock(&self.writer).write_all(batch);
-        }
-    }
 }
 
 /// Wait for a first line, let more gather for `FLUSH_AFTER`, hand them over; the writer thread
@@ -123,8 +117,11 @@ fn flusher() {
         }
         drop(queued);
         std::thread::sleep(FLUSH_AFTER);
+        // Writer before queue, as in `flush`, so an exit never misses a batch in our hands.
+        let mut writer = lock(&log.writer);
         std::mem::swap(&mut *lock(&log.queued), &mut spare);
-        log.write(&spare);
+        let _ = writer.write_all(&spare);
+        drop(writer);
         spare.clear();
     }
 }
