@@ -12,12 +12,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::server::{Shared, StartError};
 
 const JSON: &str = "application/json";
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A probe's request head must fit here and arrive within the timeout.
 const MAX_HEAD: usize = 8 << 10;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more are answered 503 and closed without being read. Scrapers
+/// and probes need a handful: the cap keeps a flood from costing more than a few KiB each.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// The side thread's runtime, built before the workers so the session store can be opened
 /// on it and handed to them.
@@ -100,11 +105,20 @@ async fn serve_port(
         }
     };
     tracing::info!(%addr, "metrics port listening (/metrics, /health, /ready)");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Without waiting: a client that does not read gets nothing more.
+                    let _ = stream.try_write(BUSY);
+                    continue;
+                };
                 let shared = shared.clone();
-                tokio::spawn(async move { serve(&shared, stream, started).await });
+                tokio::spawn(async move {
+                    serve(&shared, stream, started).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics port: accept failed");
@@ -145,6 +159,7 @@ async fn serve(shared: &Shared, mut stream: tokio::net::TcpStream, started: Inst
     .await;
     let (status, content_type, body) = match head {
         Ok(Some((method, path, accept))) if path.split('?').next() == Some("/metrics") && method == "GET" => {
+            shared.metrics.set_unverified_bytes(shared.unverified.used());
             // Prometheus asks for OpenMetrics; promtool and older scrapers get the text format.
             if accept.contains("application/openmetrics-text") {
                 (200, OPENMETRICS, shared.metrics.render(false))

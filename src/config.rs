@@ -81,6 +81,11 @@ pub struct Config {
     /// Permissions of the Unix socket (with `UnixSocket = true`), e.g. 0o660.
     #[serde(rename = "UnixSocketMode")]
     pub unix_socket_mode: u32,
+    /// Permissions of stored files and of the directories created for them.
+    #[serde(rename = "FileMode")]
+    pub file_mode: u32,
+    #[serde(rename = "DirMode")]
+    pub dir_mode: u32,
     /// Worker threads, each with its own io_uring runtime and listener; 0 = one per core.
     #[serde(rename = "Workers")]
     pub workers: usize,
@@ -99,6 +104,21 @@ pub struct Config {
     /// Seconds an upload body may stall without a single byte arriving (408 after).
     #[serde(rename = "BodyTimeout")]
     pub body_timeout: u64,
+    /// Once an upload body has run `BodyTimeout` seconds, its average rate since its start must
+    /// stay at or above this many bytes per second (else 408); 0 = off.
+    #[serde(rename = "MinBodyRate")]
+    pub min_body_rate: ByteSize,
+    /// Seconds a response may wait for the client to accept a single byte before the
+    /// connection is closed; absent = `BodyTimeout`.
+    #[serde(rename = "SendTimeout")]
+    pub send_timeout: Option<u64>,
+    /// Bytes of upload bodies not yet vouched for by a signature (chunked PUTs, verified only
+    /// after their last chunk) held at once, all clients together (absent: 2 × UploadMaxSize;
+    /// 0 = no cap), and per client IP (absent: 1 × UploadMaxSize; 0 = no cap).
+    #[serde(rename = "MaxUnverifiedBytes")]
+    pub max_unverified_bytes: Option<ByteSize>,
+    #[serde(rename = "MaxUnverifiedBytesPerIP")]
+    pub max_unverified_bytes_per_ip: Option<ByteSize>,
     /// Seconds an idle keep-alive connection is kept open.
     #[serde(rename = "IdleTimeout")]
     pub idle_timeout: u64,
@@ -108,6 +128,13 @@ pub struct Config {
     /// Most files each worker keeps open in that cache.
     #[serde(rename = "OpenFileCacheEntries")]
     pub open_file_cache_entries: usize,
+    /// Seconds a client may keep a download without asking again (`Cache-Control: max-age`);
+    /// never longer than the file itself lives. 0 = `no-cache`.
+    #[serde(rename = "CacheMaxAge")]
+    pub cache_max_age: u64,
+    /// Let shared caches (proxies, CDNs) keep downloads too (`public` instead of `private`).
+    #[serde(rename = "CachePublic")]
+    pub cache_public: bool,
     /// Open connections at most, all workers together; above it new ones get 503.
     #[serde(rename = "MaxConnections")]
     pub max_connections: usize,
@@ -140,7 +167,8 @@ impl Default for Config {
             max_retries: 3,
             retry_delay: 2,
             metrics_enabled: false,
-            metrics_port: ":9090".into(),
+            // Loopback unless the operator says otherwise (the Go server listens everywhere).
+            metrics_port: "127.0.0.1:9090".into(),
             chunk_size: ByteSize(1 << 20),
             upload_max_size: ByteSize(1 << 30),
             max_bytes_per_second: ByteSize(0),
@@ -155,15 +183,23 @@ impl Default for Config {
             fallback_db_name: String::new(),
             graceful_shutdown_timeout: 10,
             unix_socket_mode: 0o660,
+            file_mode: 0o640,
+            dir_mode: 0o750,
             workers: 0,
             sync_writes: true,
             max_header_bytes: ByteSize(16 << 10),
             max_url_bytes: ByteSize(8 << 10),
             header_timeout: 30,
             body_timeout: 60,
+            min_body_rate: ByteSize(1024),
+            send_timeout: None,
+            max_unverified_bytes: None,
+            max_unverified_bytes_per_ip: None,
             idle_timeout: 75,
             open_file_cache_seconds: 1,
             open_file_cache_entries: 4096,
+            cache_max_age: 86_400,
+            cache_public: false,
             max_connections: 10_000,
             max_requests_per_second_per_ip: 0,
             max_concurrent_uploads_per_ip: 0,
@@ -173,13 +209,33 @@ impl Default for Config {
     }
 }
 
+/// When set (and not empty), this environment variable supplies `Secret` in place of the file's
+/// value: a secret that never touches the config file (a container's, a quick start's).
+pub const SECRET_ENV: &str = "HMAC_FILE_SERVER_SECRET";
+/// The `Secret` of config.toml.example. Everyone can read it, so everyone could sign uploads
+/// for a server that kept it: refused.
+pub const EXAMPLE_SECRET: &str = "change-me-to-a-long-random-string";
+/// Shorter secrets are accepted with a warning: an HMAC key is only as strong as its guessing.
+const SHORT_SECRET: usize = 16;
+
 impl Config {
+    /// Read, parse and validate the file at `path`; `HMAC_FILE_SERVER_SECRET` overrides `Secret`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let config = Config::parse(&text).map_err(|e| match e {
+        let secret = match std::env::var(SECRET_ENV) {
+            Ok(s) if !s.is_empty() => Some(s),
+            Ok(_) | Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "Secret",
+                    message: format!("{SECRET_ENV} is not valid UTF-8"),
+                })
+            }
+        };
+        let config = Config::parse_with_secret(&text, secret).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
@@ -191,12 +247,33 @@ impl Config {
 
     /// Parse and validate TOML text (the path in errors is left empty).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Config::parse_with_secret(text, None)
+    }
+
+    /// `parse`, with `secret` (when given) in place of the text's `Secret`.
+    pub fn parse_with_secret(text: &str, secret: Option<String>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
             message: e.to_string(),
         })?;
+        if let Some(secret) = secret {
+            config.secret = secret;
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// What is allowed but unwise, for the start-up log and `--check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.secret.len() < SHORT_SECRET {
+            out.push(format!(
+                "config key `Secret`: {} bytes is short for an HMAC key (anyone who guesses it can sign uploads); \
+                 use at least {SHORT_SECRET}, e.g. `openssl rand -hex 32`",
+                self.secret.len()
+            ));
+        }
+        out
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -209,7 +286,15 @@ impl Config {
         if self.secret.is_empty() {
             return invalid(
                 "Secret",
-                "must not be empty: it is the HMAC key shared with the XMPP server",
+                "must not be empty: it is the HMAC key shared with the XMPP server (generate one with `openssl rand -hex 32`)",
+            );
+        }
+        if self.secret == EXAMPLE_SECRET {
+            return invalid(
+                "Secret",
+                "is the placeholder of config.toml.example, which anyone can read, so anyone could sign \
+                 uploads: generate one with `openssl rand -hex 32`, put it here (or in HMAC_FILE_SERVER_SECRET) \
+                 and give the same value to the XMPP server",
             );
         }
         if self.store_dir.as_os_str().is_empty() {
@@ -244,10 +329,29 @@ impl Config {
         if self.unix_socket_mode > 0o777 {
             return invalid("UnixSocketMode", "must be a permission mode such as 0o660");
         }
+        if self.file_mode > 0o777 || self.file_mode & 0o600 != 0o600 {
+            return invalid(
+                "FileMode",
+                "must be a permission mode the server can read and write, such as 0o640",
+            );
+        }
+        if self.dir_mode > 0o777 || self.dir_mode & 0o700 != 0o700 {
+            return invalid(
+                "DirMode",
+                "must be a permission mode the server can enter and write, such as 0o750",
+            );
+        }
+        if self.max_bytes_per_second.0 > 0 && self.min_body_rate.0 > self.max_bytes_per_second.0 {
+            return invalid(
+                "MinBodyRate",
+                "must not be above MaxBytesPerSecond: paced uploads would be cut as too slow",
+            );
+        }
         for (key, value) in [
             ("HeaderTimeout", self.header_timeout),
             ("BodyTimeout", self.body_timeout),
             ("IdleTimeout", self.idle_timeout),
+            ("SendTimeout", self.send_timeout()),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1 second");
@@ -329,6 +433,19 @@ impl Config {
         }
     }
 
+    pub fn send_timeout(&self) -> u64 {
+        self.send_timeout.unwrap_or(self.body_timeout)
+    }
+
+    /// (`MaxUnverifiedBytes`, `MaxUnverifiedBytesPerIP`) with their defaults applied; 0 = no cap.
+    pub fn unverified_caps(&self) -> (u64, u64) {
+        let max = self.upload_max_size.0;
+        (
+            self.max_unverified_bytes.map_or(max.saturating_mul(2), |b| b.0),
+            self.max_unverified_bytes_per_ip.map_or(max, |b| b.0),
+        )
+    }
+
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
             self.workers
@@ -404,14 +521,55 @@ mod tests {
         let c = Config::parse("Secret = \"x\"").unwrap();
         assert_eq!(c.listen_addr().unwrap().port(), 8080);
         assert_eq!(c.url_prefix(), "/upload/");
+        assert_eq!(c.metrics_addr().unwrap().to_string(), "127.0.0.1:9090");
         assert_eq!(c.chunk_size, ByteSize(1 << 20));
         assert!(c.sync_writes);
+        assert_eq!(c.send_timeout(), c.body_timeout);
+        assert_eq!(c.unverified_caps(), (2 << 30, 1 << 30));
+        assert_eq!(c.min_body_rate, ByteSize(1024));
+        let c =
+            Config::parse("Secret = \"x\"\nMaxUnverifiedBytes = 0\nSendTimeout = 5\nUploadMaxSize = \"1MB\"").unwrap();
+        assert_eq!(c.unverified_caps(), (0, 1 << 20));
+        assert_eq!(c.send_timeout(), 5);
+        assert!(Config::parse("Secret = \"x\"\nMaxBytesPerSecond = 100\nMinBodyRate = 200").is_err());
     }
 
     #[test]
     fn empty_secret_is_named() {
         let e = Config::parse("").unwrap_err().to_string();
         assert!(e.contains("Secret"), "{e}");
+    }
+
+    #[test]
+    fn the_example_secret_is_refused_and_short_ones_warned() {
+        let e = Config::parse(&format!("Secret = \"{EXAMPLE_SECRET}\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Secret") && e.contains("openssl rand"), "{e}");
+        let c = Config::parse_with_secret(&format!("Secret = \"{EXAMPLE_SECRET}\""), Some("k".repeat(32))).unwrap();
+        assert_eq!(c.secret, "k".repeat(32));
+        assert!(c.warnings().is_empty());
+        let c = Config::parse("Secret = \"short\"").unwrap();
+        assert!(c.warnings()[0].contains("Secret"), "{:?}", c.warnings());
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example")).unwrap();
+        assert!(Config::parse(&example).unwrap_err().to_string().contains("placeholder"));
+    }
+
+    #[test]
+    fn every_key_is_documented_in_the_example() {
+        let example = include_str!("../config.toml.example");
+        let keys: Vec<&str> = include_str!("config.rs")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("#[serde(rename = \""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert!(keys.len() > 40, "{keys:?}");
+        for key in keys {
+            let documented = example
+                .lines()
+                .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} = ")));
+            assert!(documented, "{key} is not in config.toml.example");
+        }
     }
 
     #[test]

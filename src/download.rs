@@ -1,21 +1,20 @@
 //! GET and HEAD: no signature (the unguessable path is the capability), validators, single
 //! ranges, and headers that keep uploaded content from acting as part of our origin.
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
-
-use crate::conn::{Conn, Outcome};
+use crate::conn::{read_exact_into, Conn, Outcome, Socket};
 use crate::error::{Error, Result};
+use crate::http::media_type;
 use crate::http::range::{self, RangeReq};
 use crate::http::response::ResponseHead;
 use crate::http::{Head, Method};
 use crate::path::{self, PathError};
 use crate::storage::Stored;
 
-/// Bodies up to this size go out in the same write as the head.
-const INLINE_BODY: u64 = 64 * 1024;
+/// Bodies up to this size go out in the same write as the head (and are held in `wbuf` until
+/// the client takes them, so this stays small).
+const INLINE_BODY: u64 = 16 * 1024;
 
-pub async fn get<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome> {
+pub async fn get<S: Socket>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome> {
     let shared = conn.shared;
     let (raw_path, _) = path::split_target(&head.target);
     let path = path::store_path(raw_path, &shared.prefix).map_err(|e| match e {
@@ -44,15 +43,12 @@ pub async fn get<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
         _ => RangeReq::Full,
     };
 
-    let content_type = stored
-        .content_type
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .unwrap_or(b"application/octet-stream");
-    let disposition = if is_inline(content_type) {
-        "inline"
-    } else {
-        "attachment"
+    // Parsed again on the way out: an xattr may hold what an older version or a local user
+    // put there.
+    let (content_type, disposition) = match stored.content_type.as_deref().and_then(media_type::parse) {
+        Some(t) if t.is_inline() => (t.value, "inline"),
+        Some(t) => (t.value, "attachment"),
+        None => (media_type::OCTET_STREAM, "attachment"),
     };
     let (status, start, len) = match range {
         RangeReq::Full => (200, 0, stored.size),
@@ -72,7 +68,7 @@ pub async fn get<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
         .header_bytes("Accept-Ranges", b"bytes")
         .header_bytes("ETag", etag.as_bytes())
         .header_bytes("Last-Modified", last_modified.as_bytes())
-        .header_bytes("Cache-Control", b"public, max-age=31536000, immutable");
+        .header_bytes("Cache-Control", shared.cache_control.as_bytes());
     if status == 206 {
         h = h.header(
             "Content-Range",
@@ -93,81 +89,36 @@ pub async fn get<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
 }
 
 /// File bytes [start, start+len) to the socket: small bodies ride in the head's write,
-/// larger ones go chunk by chunk through one reused buffer.
-async fn send_body<S: AsyncReadRent + AsyncWriteRent>(
-    conn: &mut Conn<'_, S>,
-    stored: &Stored,
-    start: u64,
-    len: u64,
-) -> Result<()> {
+/// larger ones go out through `Conn::send_file`, which holds no buffer while the client is slow.
+async fn send_body<S: Socket>(conn: &mut Conn<'_, S>, stored: &Stored, start: u64, len: u64) -> Result<()> {
     if let Some(bytes) = stored.cached_body(start, len) {
         conn.wbuf.extend_from_slice(bytes);
         return Ok(());
     }
     if len <= INLINE_BODY {
         let mut out = std::mem::take(&mut conn.wbuf);
-        out.reserve(len as usize);
         let at = out.len();
-        let res = read_exact_into(stored, &mut out, start, len as usize).await;
+        let res = read_exact_into(&stored.file, &mut out, start, len as usize).await;
         if res.is_ok() && start == 0 && !conn.shared.file_cache.ttl.is_zero() {
             stored.remember_body(&out[at..]);
         }
         conn.wbuf = out;
         return res;
     }
-    conn.flush().await?;
-    let cap = conn.shared.config.chunk_size.0.min(len) as usize;
-    let mut buf = Vec::with_capacity(cap);
-    let mut pos = start;
-    let end = start + len;
-    while pos < end {
-        buf.clear();
-        let want = ((end - pos) as usize).min(cap);
-        read_exact_into(stored, &mut buf, pos, want).await?;
-        pos += want as u64;
-        let (res, b) = conn.write_all(buf).await;
-        buf = b;
-        res?;
-    }
-    Ok(())
+    conn.send_file(&stored.file, start, len).await
 }
 
-/// Append exactly `want` bytes read at `pos` to `out` (whose spare capacity must hold them).
-async fn read_exact_into(stored: &Stored, out: &mut Vec<u8>, mut pos: u64, want: usize) -> Result<()> {
-    let target = out.len() + want;
-    let mut buf = std::mem::take(out);
-    while buf.len() < target {
-        let have = buf.len();
-        let (res, slice) = stored.file.read_at(buf.slice_mut(have..target), pos).await;
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => {
-                *out = buf;
-                return Err(Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "file shrank while being served",
-                )));
-            }
-            Ok(n) => pos += n as u64,
-            Err(e) => {
-                *out = buf;
-                return Err(Error::Io(e));
-            }
-        }
+/// The `Cache-Control` of a download: kept by the client's own cache only (`private`) unless
+/// the operator allows shared caches, for `max_age` seconds at most and never past the
+/// file's own expiry (Unix seconds), so a deleted file does not live on in caches.
+pub fn cache_control(max_age: u64, public: bool, expires: Option<u64>, now: u64) -> String {
+    let scope = if public { "public" } else { "private" };
+    let age = expires.map_or(max_age, |e| max_age.min(e.saturating_sub(now)));
+    if age == 0 {
+        format!("{scope}, no-cache")
+    } else {
+        format!("{scope}, max-age={age}, immutable")
     }
-    *out = buf;
-    Ok(())
-}
-
-/// Media a browser may show in place; everything else downloads (DESIGN.md §3).
-fn is_inline(content_type: &[u8]) -> bool {
-    let essence = content_type
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    let starts = |prefix: &[u8]| essence.len() >= prefix.len() && essence[..prefix.len()].eq_ignore_ascii_case(prefix);
-    starts(b"image/") || starts(b"video/") || starts(b"audio/") || essence.eq_ignore_ascii_case(b"text/plain")
 }
 
 fn etag_matches(header: &str, etag: &str) -> bool {
@@ -182,14 +133,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inline_types() {
-        assert!(is_inline(b"image/jpeg"));
-        assert!(is_inline(b"Video/MP4"));
-        assert!(is_inline(b"audio/ogg; codecs=opus"));
-        assert!(is_inline(b"text/plain; charset=utf-8"));
-        assert!(!is_inline(b"text/html"));
-        assert!(!is_inline(b"application/pdf"));
-        assert!(!is_inline(b"text/plainx"));
+    fn cache_lifetimes() {
+        assert_eq!(
+            cache_control(86400, false, None, 0),
+            "private, max-age=86400, immutable"
+        );
+        assert_eq!(cache_control(86400, true, None, 0), "public, max-age=86400, immutable");
+        assert_eq!(
+            cache_control(86400, false, Some(1060), 1000),
+            "private, max-age=60, immutable"
+        );
+        assert_eq!(
+            cache_control(30, false, Some(1060), 1000),
+            "private, max-age=30, immutable"
+        );
+        assert_eq!(cache_control(86400, false, Some(900), 1000), "private, no-cache");
+        assert_eq!(cache_control(0, false, None, 0), "private, no-cache");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod conn;
 pub mod download;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hmac_file_server::auth::{self, Proto};
 use hmac_file_server::config::Config;
 use hmac_file_server::server::{self, Shared};
-use hmac_file_server::storage::Store;
+use hmac_file_server::storage::{Modes, Store};
 
 #[derive(Parser)]
 #[command(
@@ -83,6 +83,9 @@ fn main() -> ExitCode {
         return sign(&config, &path, size, content_type.as_deref(), proto, base_url);
     }
     if cli.check_config {
+        for w in config.warnings() {
+            eprintln!("hmac-file-server: warning: {w}");
+        }
         return match check_store_dir(&config.store_dir) {
             Ok(()) => {
                 println!("configuration OK: {}", cli.config.display());
@@ -101,7 +104,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match Store::open(&config.store_dir, config.sync_writes) {
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let modes = Modes {
+        file: config.file_mode,
+        dir: config.dir_mode,
+    };
+    let store = match Store::open(&config.store_dir, config.sync_writes, modes) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("config key `StoreDir` ({}): {e}", config.store_dir.display());

@@ -239,6 +239,8 @@ pub struct Metrics {
     session_store: Mutex<Option<(&'static str, bool)>>,
     /// CPU seconds and wall time at the previous scrape, for `hmac_cpu_usage_percent`.
     last_cpu: Mutex<(Instant, f64)>,
+    /// Bytes held by upload bodies whose signature is not checked yet, as of this scrape.
+    unverified_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -258,6 +260,7 @@ impl Metrics {
             driver: Mutex::new("io_uring"),
             session_store: Mutex::new(None),
             last_cpu: Mutex::new((Instant::now(), process_cpu_seconds())),
+            unverified_bytes: AtomicU64::new(0),
         }
     }
 
@@ -267,6 +270,10 @@ impl Metrics {
 
     pub fn set_driver(&self, driver: &'static str) {
         *self.driver.lock().unwrap_or_else(|p| p.into_inner()) = driver;
+    }
+
+    pub fn set_unverified_bytes(&self, bytes: u64) {
+        self.unverified_bytes.store(bytes, Ordering::Relaxed);
     }
 
     pub fn set_session_store(&self, backend: &'static str, up: bool) {
@@ -521,6 +528,12 @@ impl Collector for Scrape {
             "hmac_file_server_workers",
             "Worker threads.",
             m.workers as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "hmac_file_server_unverified_bytes",
+            "Bytes of upload bodies held whose signature cannot be checked yet (chunked PUTs).",
+            m.unverified_bytes.load(Ordering::Relaxed) as i64,
         )?;
         // Process metrics, named as the Prometheus client libraries name them.
         counter_f64(

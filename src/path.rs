@@ -85,7 +85,9 @@ fn validate(path: &str) -> Result<(), PathError> {
         if seg.len() > MAX_SEGMENT {
             return Err(PathError::TooLong);
         }
-        if i == 0 && seg == RESERVED_DIR {
+        // Case-insensitively: on a case-folding filesystem (ext4 casefold, a CIFS share)
+        // `.HMAC-File-Server` opens the same directory.
+        if i == 0 && seg.eq_ignore_ascii_case(RESERVED_DIR) {
             return Err(PathError::Reserved);
         }
     }
@@ -187,6 +189,8 @@ mod tests {
         assert_eq!(err(&format!("/upload/{}", "a".repeat(256))), PathError::TooLong);
         assert_eq!(err("/upload/.hmac-file-server/tmp/x"), PathError::Reserved);
         assert_eq!(err("/upload/%2ehmac-file-server/x"), PathError::Reserved);
+        assert_eq!(err("/upload/.HMAC-File-Server/sessions/journal"), PathError::Reserved);
+        assert_eq!(err("/upload/.hmac-FILE-server"), PathError::Reserved);
         assert_eq!(ok("/upload/a/.hmac-file-server"), "a/.hmac-file-server");
     }
 

@@ -9,17 +9,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{ListenerOpts, TcpListener, UnixListener};
 
 use crate::config::Config;
-use crate::conn::{Conn, Outcome, LINGER_TIME};
+use crate::conn::{Conn, Outcome, Socket, LINGER_TIME};
 use crate::error::Error;
 use crate::http::{response, Body, Head, Limits, Method};
 use crate::logging::access;
 use crate::shutdown::{self, Shutdown};
 use crate::storage::{OpenFileCache, Store};
-use crate::throttle::{ConnectionCap, PerIp};
+use crate::throttle::{ClientKey, ConnectionCap, PerIp};
 use crate::{download, tus, upload};
 
 /// What every worker shares, read-only apart from the store's in-progress set.
@@ -35,6 +34,10 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The session store of resumable uploads (None: switched off, or it failed to open).
     pub sessions: Option<crate::session::Sessions>,
+    /// `Cache-Control` of downloads without an expiry of their own.
+    pub cache_control: String,
+    /// Bytes held by upload bodies whose signature is not checked yet.
+    pub unverified: crate::budget::Budget,
 }
 
 impl Shared {
@@ -57,6 +60,11 @@ impl Shared {
             connections: ConnectionCap::new(config.max_connections),
             metrics: Arc::new(crate::metrics::Metrics::new(config.worker_count())),
             sessions: None,
+            cache_control: crate::download::cache_control(config.cache_max_age, config.cache_public, None, 0),
+            unverified: {
+                let (total, per_ip) = config.unverified_caps();
+                crate::budget::Budget::new(total, per_ip)
+            },
             config,
             store,
         }
@@ -444,14 +452,14 @@ impl Listener {
 /// Serve requests on one connection until it closes, in order (pipelining included).
 /// `peer` is what the logs call the client (its address, or "unix"); `ip` is what the per-IP
 /// limits count (None on a Unix socket, where the proxy in front does that job).
-pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
+pub async fn serve_conn<S: Socket>(
     shared: &Shared,
     worker: usize,
     stream: S,
     peer: &dyn std::fmt::Display,
     ip: Option<IpAddr>,
 ) {
-    let mut conn = Conn::new(shared, stream);
+    let mut conn = Conn::new(shared, stream, ip.map(ClientKey::of));
     // With MetricsEnabled off nothing is counted at all (the "off" of the metrics benchmark).
     let shard = shared.config.metrics_enabled.then(|| shared.metrics.shard(worker));
     let Some(_open) = shared.connections.open() else {
@@ -523,6 +531,10 @@ pub async fn serve_conn<S: AsyncReadRent + AsyncWriteRent>(
             Err(e) => {
                 let status = e.status();
                 access::record(&line(status, 0, Some(&e)));
+                if !conn.can_answer() {
+                    // A response body was under way, or the client stopped taking bytes.
+                    return;
+                }
                 // A refused upload may leave its body unread on the wire: close rather than parse it.
                 let close = conn.closing(&head) || e.must_close() || head.body != Body::None;
                 let tus = crate::tus::is_tus(&head);
@@ -551,7 +563,7 @@ impl Drop for ConnectionCounted<'_> {
     }
 }
 
-/// The per-IP limits, when switched on: a request token, and for a PUT an upload slot held
+/// The per-IP limits, when switched on: a request token, and for an upload an upload slot held
 /// until the upload ends.
 fn admit<'a>(
     shared: &'a Shared,
@@ -566,7 +578,9 @@ fn admit<'a>(
         retry_after: r.retry_after,
     };
     shared.per_ip.admit_request(ip).map_err(refused)?;
-    if head.method == Method::Put {
+    // Every request that writes an upload body: PUT, and tus creations and PATCHes (also when
+    // a PATCH comes as POST with X-HTTP-Method-Override).
+    if matches!(tus::method(head), Method::Put | Method::Post | Method::Patch) {
         return shared.per_ip.begin_upload(ip).map(Some).map_err(refused);
     }
     Ok(None)
@@ -576,13 +590,19 @@ fn admit<'a>(
 /// upload's URL (a write capability) only the start of the id does.
 fn log_path(head: &Head) -> &str {
     let path = crate::path::split_target(&head.target).0;
-    match path.find(tus::RESOURCE_DIR) {
+    // In any case, as the reserved name is matched.
+    let dir = tus::RESOURCE_DIR.as_bytes();
+    match path
+        .as_bytes()
+        .windows(dir.len())
+        .position(|w| w.eq_ignore_ascii_case(dir))
+    {
         Some(at) => path.get(..at + tus::RESOURCE_DIR.len() + 8).unwrap_or(path),
         None => path,
     }
 }
 
-async fn dispatch<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome, Error> {
+async fn dispatch<S: Socket>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome, Error> {
     let shared = conn.shared;
     let method = tus::method(head);
     if shared.config.resumable_uploads {

@@ -1,5 +1,6 @@
 //! Abuse limits: pacing an upload body to `MaxBytesPerSecond`, per-client-IP request rates and
-//! concurrent uploads (429 with Retry-After), and the global cap on open connections.
+//! concurrent uploads (429 with Retry-After), and the global cap on open connections. A client
+//! is an IPv4 address or an IPv6 /64 (`ClientKey`).
 //!
 //! All of it costs nothing while off (the defaults, apart from the connection cap, which is one
 //! atomic add per connection, never per request). The per-IP tables are sharded maps behind
@@ -61,6 +62,28 @@ impl Pace {
     }
 }
 
+/// When a body read must give up, and why: `idle` after the last byte arrived, or, once the
+/// body has run `idle` since `start`, as soon as its average rate would fall below `min_rate`
+/// bytes per second (0: no such floor). A client that drips a byte now and then would
+/// otherwise hold its connection and temporary file for ever.
+pub fn body_deadline(
+    start: Instant,
+    last: Instant,
+    received: u64,
+    idle: Duration,
+    min_rate: u64,
+) -> (Instant, &'static str) {
+    let stalled = last + idle;
+    if min_rate == 0 {
+        return (stalled, "request body");
+    }
+    let allowed = Duration::try_from_secs_f64(received as f64 / min_rate as f64).unwrap_or(Duration::MAX);
+    match start.checked_add(allowed.max(idle)) {
+        Some(slow) if slow < stalled => (slow, "request body slower than MinBodyRate"),
+        _ => (stalled, "request body"),
+    }
+}
+
 /// A token bucket holding up to `rate` tokens (one second of burst), refilled at `rate` per
 /// second. Returns the new state and, when empty, the whole seconds until the next token.
 pub fn take_token(tokens: f64, last: Instant, now: Instant, rate: u32) -> (f64, Result<(), u64>) {
@@ -71,6 +94,29 @@ pub fn take_token(tokens: f64, last: Instant, now: Instant, rate: u32) -> (f64, 
     } else {
         let secs = ((1.0 - refilled) / rate).ceil().max(1.0) as u64;
         (refilled, Err(secs))
+    }
+}
+
+/// Who a per-client limit counts: an IPv4 address, or the /64 of an IPv6 one (one subscriber
+/// gets a whole /64, and could otherwise take a fresh address per connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey([u8; 16]);
+
+impl ClientKey {
+    pub fn of(ip: IpAddr) -> ClientKey {
+        let mut key = [0u8; 16];
+        match ip {
+            IpAddr::V4(a) => key[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => key[..4].copy_from_slice(&v4.octets()),
+                None => {
+                    key[..8].copy_from_slice(&a.octets()[..8]);
+                    // Marks the key as IPv6, so no /64 collides with an IPv4 address.
+                    key[15] = 6;
+                }
+            },
+        }
+        ClientKey(key)
     }
 }
 
@@ -89,7 +135,7 @@ const SWEEP_AT: usize = 4096;
 pub struct PerIp {
     requests_per_second: u32,
     concurrent_uploads: u32,
-    shards: Vec<Mutex<HashMap<IpAddr, Entry>>>,
+    shards: Vec<Mutex<HashMap<ClientKey, Entry>>>,
 }
 
 /// Refusal by a per-IP limit: which one, and the Retry-After seconds.
@@ -112,21 +158,16 @@ impl PerIp {
         self.requests_per_second > 0 || self.concurrent_uploads > 0
     }
 
-    fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, Entry>> {
-        // FNV-1a over the address bytes: fixed, cheap, and spreads neighbouring addresses.
-        let fnv = |bytes: &[u8]| {
-            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            })
-        };
-        let h = match ip {
-            IpAddr::V4(a) => fnv(&a.octets()),
-            IpAddr::V6(a) => fnv(&a.octets()),
-        };
+    fn shard(&self, key: &ClientKey) -> &Mutex<HashMap<ClientKey, Entry>> {
+        // FNV-1a over the key bytes: fixed, cheap, and spreads neighbouring addresses.
+        let h = key.0.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         &self.shards[(h % SHARDS as u64) as usize]
     }
 
     fn with_entry<T>(&self, ip: IpAddr, now: Instant, f: impl FnOnce(&mut Entry) -> T) -> T {
+        let ip = ClientKey::of(ip);
         // A poisoned shard only means another thread panicked mid-update of plain numbers.
         let mut map = self.shard(&ip).lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= SWEEP_AT && !map.contains_key(&ip) {
@@ -253,6 +294,25 @@ mod tests {
     }
 
     #[test]
+    fn body_deadlines() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // No floor: idle time after the last byte.
+        assert_eq!(body_deadline(t0, t0 + s(5), 10, s(60), 0), (t0 + s(65), "request body"));
+        // 1 KiB/s floor, 10 KiB in: allowed 60 s (the idle time is the minimum) ...
+        assert_eq!(body_deadline(t0, t0 + s(1), 10 << 10, s(60), 1024).0, t0 + s(60));
+        // ... 600 KiB in: allowed 600 s, but a stall still ends it 60 s after the last byte.
+        assert_eq!(
+            body_deadline(t0, t0 + s(100), 600 << 10, s(60), 1024),
+            (t0 + s(160), "request body")
+        );
+        // A drip: one byte a second keeps resetting the idle timer, not the rate floor.
+        let (at, why) = body_deadline(t0, t0 + s(119), 119, s(60), 1024);
+        assert_eq!((at, why), (t0 + s(60), "request body slower than MinBodyRate"));
+        assert!(body_deadline(t0, t0, u64::MAX, s(60), 1).0 >= t0 + s(60));
+    }
+
+    #[test]
     fn token_bucket_refills_and_says_when() {
         let t0 = Instant::now();
         let (tokens, ok) = take_token(2.0, t0, t0, 2);
@@ -288,6 +348,16 @@ mod tests {
         for _ in 0..100 {
             assert!(off.admit_request(a).is_ok());
         }
+    }
+
+    #[test]
+    fn ipv6_clients_are_their_64() {
+        let key = |s: &str| ClientKey::of(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_ne!(key("c000:0201::"), key("192.0.2.1"));
     }
 
     #[test]

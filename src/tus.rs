@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use sha2::{Digest, Sha256};
 
 use crate::auth;
-use crate::conn::{BodySink, Conn, Outcome};
+use crate::conn::{BodySink, Conn, Outcome, Socket};
 use crate::error::{Error, Result};
 use crate::http::response::{self, ResponseHead, TUS_CORS};
 use crate::http::{Body, Head, Method, TusHeaders};
+use crate::logging::Escaped;
 use crate::path::{self, PathError, StorePath};
 use crate::server::Shared;
 use crate::session::{self, Session, Sessions, StoreError};
@@ -251,7 +251,7 @@ pub fn options(shared: &Shared, head: &Head, out: &mut Vec<u8>, close: bool) {
 }
 
 /// `POST <prefix><path>?<signature>`: create an upload (and, with a body, write its start).
-pub async fn create<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome> {
+pub async fn create<S: Socket>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome> {
     let shared = conn.shared;
     let sessions = sessions(shared)?;
     let t = tus_headers(head)?;
@@ -287,7 +287,8 @@ pub async fn create<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, h
             "a creation with a body needs Content-Type: application/offset+octet-stream",
         ));
     }
-    if shared.store.exists(&path)? {
+    // A PUT writing to the path already holds its own preallocation: no second one for it.
+    if shared.store.is_claimed(&path) || shared.store.exists(&path)? {
         return Err(Error::Conflict);
     }
     let id = new_id(shared.config.secret.as_bytes())?;
@@ -305,7 +306,7 @@ pub async fn create<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, h
         shared.store.remove_part(&id);
         return Err(store_error(e));
     }
-    tracing::info!(id = %short(&id), path = %path.as_str(), length, "resumable upload created");
+    tracing::info!(id = %short(&id), path = %Escaped(path.as_str()), length, "resumable upload created");
     let mut outcome = Outcome {
         status: 201,
         bytes: 0,
@@ -342,12 +343,7 @@ pub async fn create<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, h
 }
 
 /// HEAD, PATCH or DELETE (or GET, refused) on an upload URL.
-pub async fn resource<S: AsyncReadRent + AsyncWriteRent>(
-    conn: &mut Conn<'_, S>,
-    head: &Head,
-    method: Method,
-    id: &str,
-) -> Result<Outcome> {
+pub async fn resource<S: Socket>(conn: &mut Conn<'_, S>, head: &Head, method: Method, id: &str) -> Result<Outcome> {
     let shared = conn.shared;
     let sessions = sessions(shared)?;
     if method == Method::Options {
@@ -424,7 +420,7 @@ pub async fn resource<S: AsyncReadRent + AsyncWriteRent>(
                 shared.store.remove_part(id);
             }
             sessions.remove(id).await.map_err(store_error)?;
-            tracing::info!(id = %short(id), path = %session.path, offset = session.offset, "resumable upload terminated");
+            tracing::info!(id = %short(id), path = %Escaped(&session.path), offset = session.offset, "resumable upload terminated");
             let close = conn.closing(head);
             ResponseHead::with_cors(&mut conn.wbuf, 204, TUS_CORS)
                 .header("Tus-Resumable", VERSION)
@@ -458,7 +454,7 @@ async fn load(shared: &Shared, sessions: &Sessions, id: &str) -> Result<Session>
 
 /// Write the request body at the session's offset, make it durable, record the new offset,
 /// and publish the file when it is complete. Returns (bytes of this body kept, new offset).
-async fn append<S: AsyncReadRent + AsyncWriteRent>(
+async fn append<S: Socket>(
     conn: &mut Conn<'_, S>,
     head: &Head,
     session: &Session,
@@ -537,7 +533,7 @@ async fn finish(shared: &Shared, sessions: &Sessions, session: &Session, upload:
         .await
     {
         Ok(()) => {
-            tracing::info!(id = %short(&session.id), path = %session.path, size = session.length, "resumable upload published");
+            tracing::info!(id = %short(&session.id), path = %Escaped(&session.path), size = session.length, "resumable upload published");
             Ok(())
         }
         Err(Error::Conflict) => {
@@ -705,7 +701,7 @@ pub async fn sweep(shared: &Shared, sessions: &Sessions) {
                 }
                 match store.remove(&s.id).await {
                     Ok(()) => {
-                        tracing::info!(id = %short(&s.id), path = %s.path, offset = s.offset, length = s.length, "resumable upload expired and removed")
+                        tracing::info!(id = %short(&s.id), path = %Escaped(&s.path), offset = s.offset, length = s.length, "resumable upload expired and removed")
                     }
                     Err(e) => tracing::warn!(error = %e, "could not remove an expired resumable upload"),
                 }

@@ -1,10 +1,9 @@
 //! PUT: authorize, then stream the body into a preallocated temporary file and publish it
 //! (DESIGN.md §2–§4).
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
-
 use crate::auth::{self, Signature};
-use crate::conn::{Conn, Outcome};
+use crate::budget::Hold;
+use crate::conn::{BodySink, Conn, Outcome, Socket};
 use crate::error::{Error, Result};
 use crate::http::{response, Body, Head};
 use crate::path::{self, PathError, StorePath};
@@ -13,7 +12,7 @@ use crate::storage::MAX_CONTENT_TYPE;
 /// Bodies above this size are checked for a conflict before they are read.
 const EARLY_CONFLICT_CHECK: u64 = 64 * 1024;
 
-pub async fn put<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome> {
+pub async fn put<S: Socket>(conn: &mut Conn<'_, S>, head: &Head) -> Result<Outcome> {
     let shared = conn.shared;
     let cfg = &shared.config;
     let (raw_path, query) = path::split_target(&head.target);
@@ -47,14 +46,17 @@ pub async fn put<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
             size
         }
         // No size up front: the signature can only be checked once the last chunk arrived,
-        // and before anything becomes visible.
+        // and before anything becomes visible. Until then the body claims no path and is
+        // held within the unverified-bytes budget.
         Body::Chunked => {
-            let upload = shared.store.begin(&path, None, true)?;
+            let upload = shared.store.begin_unverified(&path)?;
             if head.expect_continue {
                 conn.send_continue().await?;
             }
-            let size = conn.chunked_to_file(&upload, max).await?;
+            let mut sink = Unverified(shared.unverified.hold(conn.client));
+            let size = conn.chunked_at(&upload, 0, max, &mut sink).await?;
             check_signature(shared.config.secret.as_bytes(), &sig, &path, size, content_type)?;
+            drop(sink);
             upload.publish(&path, size, content_type).await?;
             size
         }
@@ -66,6 +68,15 @@ pub async fn put<S: AsyncReadRent + AsyncWriteRent>(conn: &mut Conn<'_, S>, head
         bytes: size,
         published: Some(size),
     })
+}
+
+/// A body no signature vouches for yet: each read must first fit the unverified-bytes budget.
+struct Unverified<'a>(Hold<'a>);
+
+impl BodySink for Unverified<'_> {
+    fn cover(&mut self, bytes: u64) -> Result<()> {
+        self.0.cover(bytes)
+    }
 }
 
 pub fn check_signature(secret: &[u8], sig: &Signature, path: &StorePath, size: u64, content_type: &[u8]) -> Result<()> {

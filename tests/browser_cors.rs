@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -98,19 +98,7 @@ const BYTES = new Uint8Array({bytes:?});
     let (port, results) = page_server(page);
     let profile = tempfile::tempdir().expect("profile dir");
     let chromium_log = profile.path().join("chromium.log");
-    let mut chromium = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
+    let mut chromium = chromium(profile.path())
         .arg(format!("http://127.0.0.1:{port}/"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&chromium_log).expect("log file"))

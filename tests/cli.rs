@@ -4,12 +4,26 @@
 mod common;
 use common::*;
 
+/// The example is valid in every key but its placeholder `Secret`, which is refused until a
+/// real one replaces it (here through the environment, as the README's quick start does).
 #[test]
-fn shipped_example_config_is_valid() {
+fn shipped_example_config_is_valid_once_given_a_secret() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example");
-    let (code, out, err) = run(&["--check-config", "--config", example]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("configuration OK"));
+    let (code, _, err) = run(&["--check-config", "--config", example]);
+    assert_eq!(code, 2, "the placeholder secret must be refused: {err}");
+    assert!(err.contains("`Secret`") && err.contains("openssl rand"), "{err}");
+    let out = std::process::Command::new(bin())
+        .args(["--check-config", "--config", example])
+        .env("HMAC_FILE_SERVER_SECRET", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("configuration OK"));
+    assert!(stderr.is_empty(), "a 32-byte secret draws no warning: {stderr}");
 }
 
 #[test]

@@ -28,7 +28,10 @@ fn get_and_head_are_byte_exact_with_the_stored_type() {
     assert_eq!(r.header("content-length"), Some("300000"));
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
-    assert_eq!(r.header("content-security-policy"), Some("default-src 'none'"));
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'none'; form-action 'none'; sandbox")
+    );
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert!(r.header("etag").is_some_and(|e| e.starts_with('"')));
     assert!(r.header("last-modified").is_some());

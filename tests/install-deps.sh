@@ -30,6 +30,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # promtool and a real Prometheus server (tests/metrics.rs).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The system calls the server makes, checked against the unit's filter (tests/contrib.rs).
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
   $sudo apt-get update -qq

@@ -3,9 +3,10 @@
 //! and CORS headers reach the client unchanged.
 mod common;
 
+use common::nginx::Nginx;
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 /// The README's nginx server block (section "Behind a TLS reverse proxy"), between its markers.
 fn readme_snippet() -> String {
@@ -17,108 +18,6 @@ fn readme_snippet() -> String {
         .find("# nginx-proxy-end")
         .expect("README nginx snippet end marker");
     readme[start..end].to_owned()
-}
-
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    /// SIGTERM, so the master stops its worker too (a SIGKILLed master leaves it orphaned);
-    /// SIGKILL if it has not exited within 5 s.
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nginx(upstream: &Server) -> Nginx {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        .arg("-keyout")
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "openssl made no certificate");
-    let port = free_port();
-    let server_block = readme_snippet()
-        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"))
-        .replace(
-            "/etc/ssl/upload.example.com/fullchain.pem",
-            &d.join("cert.pem").display().to_string(),
-        )
-        .replace(
-            "/etc/ssl/upload.example.com/privkey.pem",
-            &d.join("key.pem").display().to_string(),
-        )
-        .replace("127.0.0.1:8080", &upstream.addr.to_string());
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let config = format!(
-        "{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
-         http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{server_block}\n}}\n",
-        user = if root { "user root;\n" } else { "" },
-        d = d.display(),
-    );
-    let conf = d.join("nginx.conf");
-    std::fs::write(&conf, config).expect("write nginx.conf");
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(d)
-        .arg("-c")
-        .arg(&conf)
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let mut n = Nginx { child, port, dir };
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let error_log = n.dir.path().join("error.log");
-    let log = || std::fs::read_to_string(&error_log).unwrap_or_default();
-    wait_accepting(
-        addr,
-        &mut n.child,
-        "nginx",
-        std::time::Duration::from_secs(15),
-        || true,
-        log,
-    );
-    n
 }
 
 /// curl through the proxy: (status, headers and body as text).
@@ -151,7 +50,7 @@ fn uploads_and_downloads_through_the_readme_nginx_proxy() {
         return;
     }
     let s = Server::start();
-    let n = start_nginx(&s);
+    let n = Nginx::readme_tls(&s, &readme_snippet());
     let files = tempfile::tempdir().expect("tempdir");
 
     // A large body with a non-ASCII, space-containing name: streamed, path passed untouched.
@@ -180,13 +79,7 @@ fn uploads_and_downloads_through_the_readme_nginx_proxy() {
 
     // Refusals come back as they are: a second PUT, a forged signature.
     let (code, out) = curl(&n, &["-T", &file_arg, "-H", "Content-Type: image/jpeg"], &target);
-    assert_eq!(
-        code,
-        409,
-        "{out}\nnginx: {}\n{}",
-        std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default(),
-        s.log()
-    );
+    assert_eq!(code, 409, "{out}\nnginx: {}\n{}", n.error_log(), s.log());
     let small = files.path().join("small");
     std::fs::write(&small, &body[..10]).unwrap();
     let small_arg = small.display().to_string();

@@ -1,5 +1,6 @@
 //! Incremental decoder for `Transfer-Encoding: chunked` request bodies.
 
+use super::syntax::{ows_len, token_len, value_len};
 use crate::error::Error;
 
 /// Longest chunk-size line (size, extensions, CRLF) and longest trailer section we accept.
@@ -70,6 +71,8 @@ impl Decoder {
                         self.state = if size == 0 { State::Trailers } else { State::Data(size) };
                     } else if line.is_empty() {
                         self.state = State::Done;
+                    } else if !valid_trailer(line) {
+                        return Err(malformed("control character in a trailer line"));
                     } else {
                         self.trailer_bytes += line.len() + 2;
                     }
@@ -109,18 +112,50 @@ impl Decoder {
     }
 }
 
-/// `1a3f` or `1a3f;ext=val`: hex digits, at most 16 of them (no u64 overflow).
+/// `1a3f` or `1a3f;ext=val`: at most 16 hex digits (no u64 overflow), then extensions as
+/// RFC 9112 §7.1.1 writes them, `*( BWS ";" BWS name [ BWS "=" BWS value ] )`. Anything else
+/// (a bare CR, a form feed, stray bytes) is refused: a proxy that reads the line otherwise
+/// would see another body.
 fn parse_size_line(line: &[u8]) -> Result<u64, Error> {
-    let hex = match line.iter().position(|&b| b == b';') {
-        Some(p) => &line[..p],
-        None => line,
-    };
-    let hex = hex.trim_ascii_end();
-    if hex.is_empty() || hex.len() > 16 || !hex.iter().all(u8::is_ascii_hexdigit) {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 || !valid_extensions(&line[digits..]) {
         return Err(malformed("bad chunk size"));
     }
-    let s = std::str::from_utf8(hex).map_err(|_| malformed("bad chunk size"))?;
+    let s = std::str::from_utf8(&line[..digits]).map_err(|_| malformed("bad chunk size"))?;
     u64::from_str_radix(s, 16).map_err(|_| malformed("bad chunk size"))
+}
+
+fn valid_extensions(mut s: &[u8]) -> bool {
+    loop {
+        s = &s[ows_len(s)..];
+        if s.is_empty() {
+            return true;
+        }
+        if s[0] != b';' {
+            return false;
+        }
+        s = &s[1..];
+        s = &s[ows_len(s)..];
+        let name = token_len(s);
+        if name == 0 {
+            return false;
+        }
+        s = &s[name..];
+        let after_ws = &s[ows_len(s)..];
+        if after_ws.first() == Some(&b'=') {
+            let v = &after_ws[1..];
+            let v = &v[ows_len(v)..];
+            match value_len(v) {
+                0 => return false,
+                n => s = &v[n..],
+            }
+        }
+    }
+}
+
+/// A trailer line: a field line with no control characters but tab (no bare CR).
+fn valid_trailer(line: &[u8]) -> bool {
+    line.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 #[cfg(test)]
@@ -175,8 +210,25 @@ mod tests {
             b"11111111111111111\r\n",
             b" 5\r\n",
             b"0x5\r\n",
+            // A bare CR, a form feed, stray bytes after the size or in an extension.
+            b"1\r\r\n",
+            b"1\x0c\r\n",
+            b"1;a\rb\r\n",
+            b"1;\r\n",
+            b"1;=x\r\n",
+            b"1;a=\r\n",
+            b"1 x\r\n",
+            b"1;a=\"open\r\n",
+            b"0\r\nX-T: a\rb\r\n\r\n",
         ] {
             assert!(decode_all(bad, 100).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        for good in [
+            &b"1;a\r\nx\r\n0\r\n\r\n"[..],
+            b"1 ; a = b ; c=\"d;e\"\r\nx\r\n0\r\n\r\n",
+            b"1\t\r\nx\r\n0\r\n\r\n",
+        ] {
+            assert!(decode_all(good, 100).is_ok(), "{:?}", String::from_utf8_lossy(good));
         }
         let long = format!("5;{}\r\n", "a".repeat(5000));
         assert!(decode_all(long.as_bytes(), 100).is_err());

@@ -2,8 +2,10 @@
 //! Pure parsing and formatting; the connection loop in `server` drives it.
 
 pub mod chunked;
+pub mod media_type;
 pub mod range;
 pub mod response;
+pub mod syntax;
 
 use crate::error::Error;
 
@@ -148,6 +150,9 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
                 content_length = Some(v);
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if split_list(value).next().is_none() {
+                return Err(Error::Smuggling("empty Transfer-Encoding"));
+            }
             for part in split_list(value) {
                 let s = String::from_utf8_lossy(part).to_ascii_lowercase();
                 transfer_encoding.push(s);
@@ -361,6 +366,9 @@ mod tests {
         assert_eq!(status("PUT /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
         assert_eq!(status("PUT /a HTTP/1.1\r\nContent-Length: \r\n\r\n"), 400);
         assert_eq!(status("PUT /a HTTP/1.1\r\nContent-Length: ,\r\n\r\n"), 400);
+        assert_eq!(status("PUT /a HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n"), 400);
+        assert_eq!(status("PUT /a HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n"), 400);
+        assert_eq!(status("GET /a HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n"), 400);
     }
 
     #[test]

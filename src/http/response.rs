@@ -49,7 +49,7 @@ Access-Control-Allow-Headers: Authorization, Content-Type\r\n\
 Access-Control-Expose-Headers: Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified\r\n\
 Access-Control-Max-Age: 86400\r\n\
 X-Content-Type-Options: nosniff\r\n\
-Content-Security-Policy: default-src 'none'\r\n";
+Content-Security-Policy: default-src 'none'; form-action 'none'; sandbox\r\n";
 
 /// The same for resumable (tus) requests: browser tus clients send and read these headers.
 pub const TUS_CORS: &str = "Access-Control-Allow-Origin: *\r\n\
@@ -60,7 +60,7 @@ Access-Control-Expose-Headers: Location, Upload-Offset, Upload-Length, Upload-Me
 Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm\r\n\
 Access-Control-Max-Age: 86400\r\n\
 X-Content-Type-Options: nosniff\r\n\
-Content-Security-Policy: default-src 'none'\r\n";
+Content-Security-Policy: default-src 'none'; form-action 'none'; sandbox\r\n";
 
 thread_local! {
     /// (unix second, formatted Date header line): formatting once a second per thread.

@@ -14,6 +14,8 @@ use tracing::Level;
 use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::filter::LevelFilter;
 
+use super::escape::{json_str, Escaped};
+
 /// The longest a line waits before it is handed to the writer thread.
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
 /// A worker that finds this much queued hands it over itself rather than let it grow.
@@ -200,10 +202,15 @@ fn format_text(out: &mut Vec<u8>, stamp: &str, level: Level, thread: &str, l: &L
     let _ = write!(
         out,
         "{stamp} {level:>5} {thread} access: peer={} method={} path={} status={} bytes={} us={}",
-        l.peer, l.method, l.path, l.status, l.bytes, l.us
+        l.peer,
+        Escaped(l.method),
+        Escaped(l.path),
+        l.status,
+        l.bytes,
+        l.us
     );
     if let Some(e) = l.error {
-        let _ = write!(out, " error={e}");
+        let _ = write!(out, " error={}", Escaped(&e.to_string()));
     }
     out.push(b'\n');
 }
@@ -224,11 +231,6 @@ fn format_json(out: &mut Vec<u8>, stamp: &str, level: Level, thread: &str, l: &L
     out.extend_from_slice(b",\"target\":\"access\",\"threadName\":");
     json_str(out, thread);
     out.extend_from_slice(b"}\n");
-}
-
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ use tracing_subscriber::filter::LevelFilter;
 use crate::config::Config;
 
 pub mod access;
+mod escape;
+
+pub use escape::Escaped;
 
 /// Set by SIGHUP; the writer thread reopens the file before its next write.
 static REOPEN: AtomicBool = AtomicBool::new(false);

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -62,10 +63,17 @@ impl Embedded {
             dir: dir.to_owned(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io_err)?;
+        // Upload ids in the journal are write capabilities: owner only.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err)?;
+        // Also where an earlier version created it more open.
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(io_err)?;
         let lock_path = dir.join("lock");
         if !lock_path.exists() {
-            File::create(&lock_path).map_err(io_err)?;
+            private_file(&lock_path).map_err(io_err)?;
         }
         let flock = File::open(&lock_path).map_err(io_err)?;
         // A predecessor killed a moment ago may still be going away: give it a little time.
@@ -171,11 +179,21 @@ fn rewrite(dir: &Path, sessions: &HashMap<String, Session>) -> io::Result<()> {
         serde_json::to_writer(&mut out, &Record::Put(s.clone())).map_err(io::Error::other)?;
         out.push(b'\n');
     }
-    let mut f = File::create(&tmp)?;
+    let mut f = private_file(&tmp)?;
     f.write_all(&out)?;
     f.sync_all()?;
     fs::rename(&tmp, dir.join(JOURNAL))?;
     File::open(dir)?.sync_all()
+}
+
+/// Create (truncating) a file only the server's user can read.
+fn private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 impl Inner {

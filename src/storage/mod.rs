@@ -11,6 +11,7 @@
 mod cache;
 mod commit;
 mod dirsync;
+mod parents;
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -41,8 +42,17 @@ const PREALLOCATE_ABOVE: u64 = 64 * 1024;
 /// their own file, so a small upload never waits for someone's gigabyte to reach the disk.
 const GROUP_COMMIT_MAX: u64 = 1 << 20;
 
+/// Permissions of what the store creates (`FileMode`, `DirMode`), further narrowed by the
+/// process umask as usual.
+#[derive(Debug, Clone, Copy)]
+pub struct Modes {
+    pub file: u32,
+    pub dir: u32,
+}
+
 pub struct Store {
     root_path: PathBuf,
+    modes: Modes,
     root: OwnedFd,
     tmp: OwnedFd,
     /// Temporaries of this node start with this prefix, so a restart cleans only its own
@@ -84,10 +94,18 @@ fn open_beneath(dirfd: RawFd, path: &str, flags: OFlag, mode: Mode) -> std::resu
 impl Store {
     /// Create `StoreDir` and the reserved directory if needed, remove this node's leftover
     /// temporaries from a crash, and check that files and xattrs can be written.
-    pub fn open(root_path: &Path, sync: bool) -> io::Result<Store> {
-        fs::create_dir_all(root_path)?;
+    pub fn open(root_path: &Path, sync: bool, modes: Modes) -> io::Result<Store> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(modes.dir)
+            .create(root_path)?;
         let tmp_path = root_path.join(RESERVED_DIR).join("tmp");
-        fs::create_dir_all(&tmp_path)?;
+        // The server's own state: nobody else's business, whatever DirMode says.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750 & modes.dir)
+            .create(&tmp_path)?;
         let root = open_dir(None, root_path)?;
         let tmp = open_dir(None, &tmp_path)?;
         let host = nix::unistd::gethostname()
@@ -100,6 +118,7 @@ impl Store {
             .collect();
         let mut store = Store {
             root_path: root_path.to_owned(),
+            modes,
             root,
             tmp,
             tmp_prefix: format!("{host}."),
@@ -195,7 +214,7 @@ impl Store {
             Some(self.tmp.as_raw_fd()),
             ".",
             OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
+            Mode::from_bits_truncate(self.modes.file),
         )?;
         // SAFETY: openat just returned this fd and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -228,7 +247,7 @@ impl Store {
                 Some(self.tmp.as_raw_fd()),
                 name.as_str(),
                 OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o644),
+                Mode::from_bits_truncate(self.modes.file),
             ) {
                 // SAFETY: openat just returned this fd and nothing else owns it.
                 Ok(fd) => return Ok((unsafe { OwnedFd::from_raw_fd(fd) }, Some(name))),
@@ -248,6 +267,27 @@ impl Store {
             return Err(Error::Conflict);
         }
         let claim = Claim::new(self, path)?;
+        self.start(Some(claim), size)
+    }
+
+    /// Start an upload whose signature can only be checked once its body is in (chunked):
+    /// it claims nothing, so a signed upload to the same path is never held up by it (the
+    /// no-replace publication decides between them). It is refused (409) if the path exists
+    /// or a signed upload to it is in progress.
+    pub fn begin_unverified(&self, path: &StorePath) -> Result<Upload<'_>> {
+        if self.is_claimed(path) || self.exists(path)? {
+            return Err(Error::Conflict);
+        }
+        self.start(None, None)
+    }
+
+    /// Whether an upload to `path` is in progress on this node.
+    pub fn is_claimed(&self, path: &StorePath) -> bool {
+        let set = self.in_progress.lock().unwrap_or_else(|p| p.into_inner());
+        set.contains(path.as_str())
+    }
+
+    fn start<'a>(&'a self, claim: Option<Claim<'a>>, size: Option<u64>) -> Result<Upload<'a>> {
         let (fd, name) = self.create_temp().map_err(temp_error)?;
         let file = monoio::fs::File::from_std(fs::File::from(fd))?;
         let upload = Upload {
@@ -274,7 +314,7 @@ impl Store {
             Some(self.tmp.as_raw_fd()),
             name.as_str(),
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
+            Mode::from_bits_truncate(self.modes.file),
         )
         .map_err(|e| temp_error(e.into()))?;
         // SAFETY: openat just returned this fd and nothing else owns it.
@@ -306,7 +346,7 @@ impl Store {
             store: self,
             file: Some(file),
             name: Some(name),
-            _claim: claim,
+            _claim: Some(claim),
             published: false,
             persistent: true,
             writeback_from: std::cell::Cell::new(0),
@@ -369,9 +409,12 @@ impl Store {
     }
 
     fn open_read(&self, path: &StorePath) -> Result<Stored> {
-        let fd = match open_beneath(self.root.as_raw_fd(), path.as_str(), OFlag::O_RDONLY, Mode::empty()) {
+        // O_NONBLOCK: a FIFO someone planted in StoreDir would otherwise block the worker in
+        // open until a writer came; it is refused by type below instead.
+        let how = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let fd = match open_beneath(self.root.as_raw_fd(), path.as_str(), how, Mode::empty()) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV | Errno::EISDIR) => {
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV | Errno::EISDIR | Errno::ENXIO) => {
                 return Err(Error::NotFound)
             }
             Err(e) => return Err(Error::Io(e.into())),
@@ -380,6 +423,8 @@ impl Store {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::NotFound);
         }
+        // io_uring answers EAGAIN instead of reading a non-blocking file that is not cached.
+        fcntl::fcntl(fd.as_raw_fd(), fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(io::Error::from)?;
         let content_type = get_content_type(fd.as_raw_fd());
         let file = monoio::fs::File::from_std(fs::File::from(fd))?;
         let mtime = UNIX_EPOCH + std::time::Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
@@ -392,40 +437,6 @@ impl Store {
             content_type,
             body: std::cell::OnceCell::new(),
         })
-    }
-
-    /// Create the directories that will hold a file, without following symlinks. Directories
-    /// we create are ours; one that already existed is checked to be a real directory beneath
-    /// StoreDir, so the caller may then name the file by its path relative to StoreDir.
-    /// Returns the relative paths of the directories whose entries changed ("" is StoreDir).
-    fn make_parents(&self, dirs: &[&str]) -> Result<Vec<String>> {
-        let mut changed = Vec::new();
-        let mut rel = String::new();
-        for seg in dirs {
-            let parent_len = rel.len();
-            if !rel.is_empty() {
-                rel.push('/');
-            }
-            rel.push_str(seg);
-            match nix::sys::stat::mkdirat(
-                Some(self.root.as_raw_fd()),
-                rel.as_str(),
-                Mode::from_bits_truncate(0o755),
-            ) {
-                Ok(()) => changed.push(rel[..parent_len].to_owned()),
-                Err(Errno::EEXIST) => {
-                    let how = OFlag::O_PATH | OFlag::O_DIRECTORY;
-                    match open_beneath(self.root.as_raw_fd(), &rel, how, Mode::empty()) {
-                        Ok(_) => {}
-                        Err(Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV) => return Err(Error::Conflict),
-                        Err(e) => return Err(Error::Io(e.into())),
-                    }
-                }
-                Err(Errno::ENOTDIR) => return Err(Error::Conflict),
-                Err(e) => return Err(Error::Io(e.into())),
-            }
-        }
-        Ok(changed)
     }
 }
 
@@ -511,7 +522,8 @@ pub struct Upload<'a> {
     file: Option<monoio::fs::File>,
     /// The temporary's name in the reserved directory; None for an unnamed O_TMPFILE.
     name: Option<String>,
-    _claim: Claim<'a>,
+    /// The path, claimed on this node while a signed upload to it runs.
+    _claim: Option<Claim<'a>>,
     published: bool,
     /// A resumable upload's partial file: kept when this request ends unpublished.
     persistent: bool,
@@ -569,13 +581,15 @@ impl Upload<'_> {
     /// Make the upload visible at `path`: content type, fsync, no-replace link (or rename),
     /// then fsync of every directory whose entries changed. The body must be complete:
     /// preallocation was exactly the declared size, so the file size is already right.
-    pub async fn publish(mut self, path: &StorePath, size: u64, content_type: &[u8]) -> Result<()> {
+    /// `declared` is the uploader's content type: stored when it is exactly one media type,
+    /// else the file is stored as `application/octet-stream`.
+    pub async fn publish(mut self, path: &StorePath, size: u64, declared: &[u8]) -> Result<()> {
         let store = self.store;
         let Some(file) = self.file.take() else {
             return Err(Error::Io(io::Error::other("upload already closed")));
         };
         let fd = file.as_raw_fd();
-        set_content_type(fd, content_type)?;
+        set_content_type(fd, crate::http::media_type::stored(Some(declared)))?;
         // Data and inode durable before the name appears (DESIGN.md §4).
         let group = store.commit.as_ref().filter(|_| size <= GROUP_COMMIT_MAX);
         let started = std::time::Instant::now();
@@ -589,16 +603,15 @@ impl Upload<'_> {
             sync_ms = started.elapsed().as_millis() as u64,
             "upload data durable"
         );
-        let (dirs, _) = path.split();
-        let mut changed = store.make_parents(&dirs)?;
-        let root = store.root.as_raw_fd();
+        let (dirs, name) = path.split();
+        let parents = parents::open(store.root.as_raw_fd(), &dirs, store.modes.dir)?;
         let linked = match &self.name {
-            None => link_tmpfile(fd, root, path.as_str()),
+            None => link_tmpfile(fd, parents.leaf(), name),
             Some(tmp_name) => fcntl::renameat2(
                 Some(store.tmp.as_raw_fd()),
                 tmp_name.as_str(),
-                Some(root),
-                path.as_str(),
+                Some(parents.leaf()),
+                name,
                 RenameFlags::RENAME_NOREPLACE,
             ),
         };
@@ -612,16 +625,9 @@ impl Upload<'_> {
         if let Some(g) = group {
             g.commit().await?;
         } else if store.sync {
-            changed.push(dirs.join("/"));
-            for rel in &changed {
-                let dir = if rel.is_empty() {
-                    open_dir(Some(root), Path::new("."))?
-                } else {
-                    open_beneath(root, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-                        .map_err(io::Error::from)?
-                };
-                let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
-                dirsync::sync_dir((st.st_dev, st.st_ino), dir.as_raw_fd()).await?;
+            for dir in parents.changed() {
+                let st = nix::sys::stat::fstat(dir).map_err(io::Error::from)?;
+                dirsync::sync_dir((st.st_dev, st.st_ino), dir).await?;
             }
         }
         Ok(())

@@ -2,6 +2,8 @@
 //! URLs, and a raw HTTP/1.1 client for the shapes ordinary clients refuse to send.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub child: Child,
     env: Vec<(String, String)>,
+    /// A command the server runs under (strace), or empty.
+    wrapper: Vec<String>,
 }
 
 pub fn bin() -> &'static str {
@@ -89,6 +93,25 @@ pub fn require(tool: &str, present: bool) -> bool {
     false
 }
 
+/// Headless Debian Chromium with a fresh profile in `profile`, started the way this machine's
+/// closed network needs (no background connections, no QUIC, no sandbox as root).
+pub fn chromium(profile: &Path) -> Command {
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ])
+    .arg(format!("--user-data-dir={}", profile.join("profile").display()));
+    c
+}
+
 /// Run the server binary with `args` to completion: (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).output().expect("run binary");
@@ -139,6 +162,12 @@ impl Server {
     }
 
     pub fn with_config_env(extra: &str, env: &[(&str, &str)]) -> Server {
+        Server::wrapped(extra, env, &[])
+    }
+
+    /// Start under `wrapper` (a command and its arguments, the server's own command line
+    /// appended), e.g. strace. `pid()` is then the wrapper's; `wrapped_pid()` the server's.
+    pub fn wrapped(extra: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut cfg = format!(
@@ -162,9 +191,16 @@ impl Server {
         let cfg_path = dir.path().join("config.toml");
         std::fs::write(&cfg_path, cfg).expect("write config");
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let child = spawn_server(&cfg_path, &env);
+        let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        let child = spawn_server(&cfg_path, &env, &wrapper);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut server = Server { addr, dir, child, env };
+        let mut server = Server {
+            addr,
+            dir,
+            child,
+            env,
+            wrapper,
+        };
         server.wait_ready();
         server
     }
@@ -191,7 +227,7 @@ impl Server {
         self.kill_hard();
         let log = self.dir.path().join("server.log");
         let _ = std::fs::rename(&log, self.dir.path().join("server.log.1"));
-        self.child = spawn_server(&self.dir.path().join("config.toml"), &self.env);
+        self.child = spawn_server(&self.dir.path().join("config.toml"), &self.env, &self.wrapper);
         self.wait_ready();
     }
 
@@ -249,6 +285,15 @@ impl Server {
         self.child.id()
     }
 
+    /// The server's own pid when it runs under a wrapper (the wrapper's only child).
+    pub fn wrapped_pid(&self) -> u32 {
+        let pid = self.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(pid)
+    }
+
     /// Peak resident set size of the server process so far, in KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmHWM:")
@@ -279,9 +324,16 @@ impl Server {
     }
 }
 
-fn spawn_server(config: &Path, env: &[(String, String)]) -> Child {
-    Command::new(bin())
-        .arg("--config")
+fn spawn_server(config: &Path, env: &[(String, String)], wrapper: &[String]) -> Child {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    cmd.arg("--config")
         .arg(config)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
