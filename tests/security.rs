@@ -185,21 +185,23 @@ fn unverified_bytes_are_capped_per_client_and_in_total() {
             c.write_all(&piece).unwrap();
         }
     };
-    // 127.0.0.2 holds 768 KiB in one body; a second body of its own is refused with 429.
+    // 127.0.0.2 holds 768 KiB in one body (1 MiB booked); a second body of its own is refused
+    // with 429.
     let mut a = connect_from(2, s.addr);
     body(&mut a, 3);
-    assert!(eventually(Duration::from_secs(10), || unverified_bytes(metrics) >= 768 << 10));
+    assert!(eventually(Duration::from_secs(10), || unverified_bytes(metrics) >= 1 << 20));
     let mut a2 = connect_from(2, s.addr);
     a2.write_all(&forged_chunked_head(&unique("forged"))).unwrap();
     let r = send_until_answered(&mut a2, &piece, 8);
     assert_eq!(r.status, 429, "{r:?}");
     assert!(r.header("retry-after").is_some());
     assert!(s.wait_log("MaxUnverifiedBytesPerIP"), "{}", s.log());
-    // 127.0.0.3 brings the total near 2 MiB; 127.0.0.4's body is then refused with 503 before
-    // it reaches its own 1 MiB.
+    // 127.0.0.3 brings the total to 2 MiB (bookings go in 256 KiB steps: each 768 KiB body
+    // holds 1 MiB once it is read); 127.0.0.4's body is then refused with 503 before it
+    // reaches its own 1 MiB.
     let mut b = connect_from(3, s.addr);
     body(&mut b, 3);
-    assert!(eventually(Duration::from_secs(10), || unverified_bytes(metrics) >= 1536 << 10));
+    assert!(eventually(Duration::from_secs(10), || unverified_bytes(metrics) >= 2 << 20));
     let mut c = connect_from(4, s.addr);
     c.write_all(&forged_chunked_head(&unique("forged"))).unwrap();
     let r = send_until_answered(&mut c, &piece, 8);
