@@ -4,7 +4,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+pub type HmacSha256 = Hmac<Sha256>;
 
 /// The content type signed (and stored) when a PUT has no Content-Type header.
 pub const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
@@ -85,12 +85,17 @@ pub fn message(proto: Proto, path: &str, size: u64, content_type: &[u8]) -> Vec<
     m
 }
 
-fn mac(secret: &[u8], msg: &[u8]) -> HmacSha256 {
+/// HMAC-SHA256 keyed with `secret`, the one construction every signature and tag here uses.
+pub fn keyed(secret: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(secret) {
+    match HmacSha256::new_from_slice(secret) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes any key length"),
-    };
+    }
+}
+
+fn mac(secret: &[u8], msg: &[u8]) -> HmacSha256 {
+    let mut mac = keyed(secret);
     mac.update(msg);
     mac
 }

@@ -1,6 +1,11 @@
-//! Request errors, and the one place that maps them to HTTP statuses.
+//! Request errors, and the one table that says what each kind means: its HTTP status, its
+//! metrics label (`hmac_file_server_errors_total{reason}`) and whether the connection must
+//! close after it. The reason phrase follows from the status (`http::status`). Path and
+//! storage errors are mapped to these kinds here too, and nowhere else.
 
 use std::io;
+
+use crate::path::PathError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -10,7 +15,7 @@ pub enum Error {
     #[error("ambiguous framing: {0}")]
     Smuggling(&'static str),
     #[error("bad path: {0}")]
-    BadPath(#[from] crate::path::PathError),
+    BadPath(PathError),
     #[error("body shorter than Content-Length")]
     Truncated,
     #[error("forbidden: {0}")]
@@ -59,115 +64,122 @@ pub enum Error {
     UnsupportedMediaType(&'static str),
 }
 
-impl Error {
-    pub fn status(&self) -> u16 {
-        match self {
-            Error::BadRequest(_) | Error::Smuggling(_) | Error::BadPath(_) | Error::Truncated => 400,
-            Error::Forbidden(_) => 403,
-            Error::NotFound => 404,
-            Error::MethodNotAllowed => 405,
-            Error::Timeout(_) => 408,
-            Error::Conflict => 409,
-            Error::LengthRequired => 411,
-            Error::TooLarge { .. } => 413,
-            Error::UriTooLong => 414,
-            Error::ExpectationFailed => 417,
-            Error::HeadTooLarge => 431,
-            Error::Io(_) => 500,
-            Error::NotImplemented(_) => 501,
-            Error::TooManyRequests { .. } => 429,
-            Error::Unavailable(_) => 503,
-            Error::VersionNotSupported => 505,
-            Error::InsufficientStorage => 507,
-            Error::Gone => 410,
-            Error::Locked => 423,
-            Error::OffsetMismatch { .. } => 409,
-            // tus checksum extension: "460 Checksum Mismatch".
-            Error::ChecksumMismatch => 460,
-            Error::TusVersion => 412,
-            Error::UnsupportedMediaType(_) => 415,
-        }
-    }
-
-    /// Whether the connection must close after the error response: whenever the framing is
-    /// in doubt or a request body may be left unread on the wire.
-    pub fn must_close(&self) -> bool {
-        !matches!(
-            self,
-            Error::Forbidden(_)
-                | Error::NotFound
-                | Error::MethodNotAllowed
-                | Error::Conflict
-                | Error::Gone
-                | Error::Locked
-                | Error::OffsetMismatch { .. }
-                | Error::ChecksumMismatch
-                | Error::TusVersion
-        )
-    }
+/// After the answer: keep the connection for the next request, or close it (whenever the
+/// framing is in doubt or a request body may be left unread on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Keep,
+    Close,
 }
 
-/// Labels of `hmac_file_server_errors_total{reason}`, indexed by `Error::reason`.
-pub const REASONS: [&str; 26] = [
-    "bad_request",
-    "ambiguous_framing",
-    "bad_path",
-    "truncated",
-    "forbidden",
-    "not_found",
-    "method_not_allowed",
-    "timeout",
-    "conflict",
-    "length_required",
-    "too_large",
-    "uri_too_long",
-    "expectation_failed",
-    "head_too_large",
-    "not_implemented",
-    "version_not_supported",
-    "too_many_requests",
-    "unavailable",
-    "insufficient_storage",
-    "io",
-    "gone",
-    "locked",
-    "offset_mismatch",
-    "checksum_mismatch",
-    "tus_version",
-    "unsupported_media_type",
-];
+macro_rules! kinds {
+    ($($kind:ident => $status:literal, $label:literal, $after:ident;)*) => {
+        /// Every kind of error, one per `Error` variant.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Kind {
+            $($kind),*
+        }
+
+        impl Kind {
+            pub const ALL: &'static [Kind] = &[$(Kind::$kind),*];
+
+            pub fn status(self) -> u16 {
+                match self {
+                    $(Kind::$kind => $status),*
+                }
+            }
+
+            /// The `reason` label of `hmac_file_server_errors_total`.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $label),*
+                }
+            }
+
+            pub fn after(self) -> After {
+                match self {
+                    $(Kind::$kind => After::$after),*
+                }
+            }
+
+            /// Position in `ALL` (the metrics keep one counter per kind).
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+// The table.
+kinds! {
+    BadRequest => 400, "bad_request", Close;
+    Smuggling => 400, "ambiguous_framing", Close;
+    BadPath => 400, "bad_path", Close;
+    Truncated => 400, "truncated", Close;
+    Forbidden => 403, "forbidden", Keep;
+    NotFound => 404, "not_found", Keep;
+    MethodNotAllowed => 405, "method_not_allowed", Keep;
+    Timeout => 408, "timeout", Close;
+    Conflict => 409, "conflict", Keep;
+    LengthRequired => 411, "length_required", Close;
+    TooLarge => 413, "too_large", Close;
+    UriTooLong => 414, "uri_too_long", Close;
+    ExpectationFailed => 417, "expectation_failed", Close;
+    HeadTooLarge => 431, "head_too_large", Close;
+    NotImplemented => 501, "not_implemented", Close;
+    VersionNotSupported => 505, "version_not_supported", Close;
+    TooManyRequests => 429, "too_many_requests", Close;
+    Unavailable => 503, "unavailable", Close;
+    InsufficientStorage => 507, "insufficient_storage", Close;
+    Io => 500, "io", Close;
+    Gone => 410, "gone", Keep;
+    Locked => 423, "locked", Keep;
+    OffsetMismatch => 409, "offset_mismatch", Keep;
+    // tus checksum extension: "460 Checksum Mismatch".
+    ChecksumMismatch => 460, "checksum_mismatch", Keep;
+    TusVersion => 412, "tus_version", Keep;
+    UnsupportedMediaType => 415, "unsupported_media_type", Close;
+}
 
 impl Error {
-    /// Index into `REASONS`, for the metrics.
-    pub fn reason(&self) -> usize {
+    pub fn kind(&self) -> Kind {
         match self {
-            Error::BadRequest(_) => 0,
-            Error::Smuggling(_) => 1,
-            Error::BadPath(_) => 2,
-            Error::Truncated => 3,
-            Error::Forbidden(_) => 4,
-            Error::NotFound => 5,
-            Error::MethodNotAllowed => 6,
-            Error::Timeout(_) => 7,
-            Error::Conflict => 8,
-            Error::LengthRequired => 9,
-            Error::TooLarge { .. } => 10,
-            Error::UriTooLong => 11,
-            Error::ExpectationFailed => 12,
-            Error::HeadTooLarge => 13,
-            Error::NotImplemented(_) => 14,
-            Error::VersionNotSupported => 15,
-            Error::TooManyRequests { .. } => 16,
-            Error::Unavailable(_) => 17,
-            Error::InsufficientStorage => 18,
-            Error::Io(_) => 19,
-            Error::Gone => 20,
-            Error::Locked => 21,
-            Error::OffsetMismatch { .. } => 22,
-            Error::ChecksumMismatch => 23,
-            Error::TusVersion => 24,
-            Error::UnsupportedMediaType(_) => 25,
+            Error::BadRequest(_) => Kind::BadRequest,
+            Error::Smuggling(_) => Kind::Smuggling,
+            Error::BadPath(_) => Kind::BadPath,
+            Error::Truncated => Kind::Truncated,
+            Error::Forbidden(_) => Kind::Forbidden,
+            Error::NotFound => Kind::NotFound,
+            Error::MethodNotAllowed => Kind::MethodNotAllowed,
+            Error::Timeout(_) => Kind::Timeout,
+            Error::Conflict => Kind::Conflict,
+            Error::LengthRequired => Kind::LengthRequired,
+            Error::TooLarge { .. } => Kind::TooLarge,
+            Error::UriTooLong => Kind::UriTooLong,
+            Error::ExpectationFailed => Kind::ExpectationFailed,
+            Error::HeadTooLarge => Kind::HeadTooLarge,
+            Error::NotImplemented(_) => Kind::NotImplemented,
+            Error::VersionNotSupported => Kind::VersionNotSupported,
+            Error::TooManyRequests { .. } => Kind::TooManyRequests,
+            Error::Unavailable(_) => Kind::Unavailable,
+            Error::InsufficientStorage => Kind::InsufficientStorage,
+            Error::Io(_) => Kind::Io,
+            Error::Gone => Kind::Gone,
+            Error::Locked => Kind::Locked,
+            Error::OffsetMismatch { .. } => Kind::OffsetMismatch,
+            Error::ChecksumMismatch => Kind::ChecksumMismatch,
+            Error::TusVersion => Kind::TusVersion,
+            Error::UnsupportedMediaType(_) => Kind::UnsupportedMediaType,
         }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind().status()
+    }
+
+    /// Whether the connection must close after the error response.
+    pub fn must_close(&self) -> bool {
+        self.kind().after() == After::Close
     }
 
     /// Seconds for a Retry-After header, for the statuses that promise one.
@@ -178,6 +190,69 @@ impl Error {
             _ => None,
         }
     }
+
+    /// A request path that cannot be mapped to a store path: outside the prefix is no file of
+    /// ours (404), anything else a malformed request (400). For reads the reserved directory
+    /// does not exist either (404); an upload into it is malformed.
+    pub fn path(e: PathError, reading: bool) -> Error {
+        match e {
+            PathError::NotUnderPrefix => Error::NotFound,
+            PathError::Reserved if reading => Error::NotFound,
+            e => Error::BadPath(e),
+        }
+    }
+
+    /// Why a file or directory could not be created in StoreDir, as the client should hear
+    /// it: a full disk or quota is 507, a store that cannot be written to right now (remounted
+    /// read-only, permissions taken, the directory deleted under us) 503, anything else 500.
+    pub fn storage(e: io::Error) -> Error {
+        use nix::errno::Errno;
+        match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+            Errno::ENOSPC | Errno::EDQUOT | Errno::EFBIG => Error::InsufficientStorage,
+            Errno::EROFS | Errno::EACCES | Errno::EPERM | Errno::ENOENT | Errno::ESTALE => {
+                Error::Unavailable(format!("StoreDir is not writable: {e}"))
+            }
+            _ => Error::Io(e),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_in_declaration_order_and_complete() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+        let labels: std::collections::HashSet<_> = Kind::ALL.iter().map(|k| k.label()).collect();
+        assert_eq!(labels.len(), Kind::ALL.len(), "labels are distinct");
+        for k in Kind::ALL {
+            assert!(
+                crate::http::status::reason(k.status()) != "Unknown",
+                "{k:?}: no reason phrase for {}",
+                k.status()
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_and_close_policy() {
+        assert_eq!(Error::Conflict.status(), 409);
+        assert!(!Error::Conflict.must_close());
+        assert!(Error::Truncated.must_close());
+        assert_eq!(Error::ChecksumMismatch.status(), 460);
+        assert_eq!(Error::path(PathError::Reserved, true).status(), 404);
+        assert_eq!(Error::path(PathError::Reserved, false).status(), 400);
+        assert_eq!(Error::path(PathError::NotUnderPrefix, false).status(), 404);
+        let full = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(Error::storage(full).status(), 507);
+        let ro = io::Error::from_raw_os_error(libc::EROFS);
+        assert_eq!(Error::storage(ro).status(), 503);
+        let eio = io::Error::from_raw_os_error(libc::EIO);
+        assert_eq!(Error::storage(eio).status(), 500);
+    }
+}

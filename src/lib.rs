@@ -1,21 +1,29 @@
 //! hmac-file-server: signed HTTP uploads for XMPP servers (XEP-0363 external upload), on a
-//! thread-per-core io_uring runtime. `server` is where a request's journey starts.
+//! thread-per-core io_uring runtime. docs/architecture.md maps the modules; a request goes
+//! runtime → connection → router → handlers → domain (auth, path, storage, session, limits)
+//! → http (the wire format).
 
-pub mod admin;
+// The process: threads, listeners, the side thread, the graceful stop.
+pub mod runtime;
+// One client connection and its request loop.
+pub mod connection;
+// Where a request goes, and what is done with it.
+pub mod handlers;
+pub mod router;
+// The operator's port, served on the side thread.
+pub mod ops;
+// What the handlers work with.
+pub mod app;
 pub mod auth;
-pub mod budget;
-pub mod config;
-pub mod conn;
-pub mod download;
-pub mod error;
-pub mod http;
-pub mod logging;
+pub mod limits;
 pub mod metrics;
 pub mod path;
-pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod storage;
-pub mod throttle;
-pub mod tus;
-pub mod upload;
+// Below everything.
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod sync;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use hmac_file_server::auth::{self, Proto};
 use hmac_file_server::config::Config;
-use hmac_file_server::server::{self, Shared};
+use hmac_file_server::runtime;
 use hmac_file_server::storage::{Modes, Store};
 
 #[derive(Parser)]
@@ -57,7 +57,7 @@ enum ProtoArg {
 fn main() -> ExitCode {
     // Before any thread exists, so every thread inherits it: stop signals are only ever taken
     // by the main thread's graceful drain, never by a thread that would die of them.
-    let _ = hmac_file_server::shutdown::signal_set().thread_block();
+    let _ = runtime::drain::signal_set().thread_block();
     // The Go server took single-dash long flags (-config); clap wants two.
     let args = std::env::args_os().map(|a| match a.to_str() {
         Some("-config") => "--config".into(),
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match server::run(Shared::new(config, store)) {
+    match runtime::run(config, store) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

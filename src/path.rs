@@ -97,46 +97,33 @@ fn validate(path: &str) -> Result<(), PathError> {
 /// Decode `%xx`/`%XX`; other bytes (raw UTF-8 included) pass through. A `%` not followed by
 /// two hex digits is an error rather than a literal, so one path has one spelling.
 pub fn percent_decode(input: &[u8]) -> Result<Vec<u8>, PathError> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' {
-            let hi = input.get(i + 1).and_then(|&b| hex_val(b));
-            let lo = input.get(i + 2).and_then(|&b| hex_val(b));
-            match (hi, lo) {
-                (Some(h), Some(l)) => out.push(h << 4 | l),
-                _ => return Err(PathError::BadEncoding),
-            }
-            i += 3;
-        } else {
-            out.push(input[i]);
-            i += 1;
-        }
+    let escapes_ok = input.iter().enumerate().filter(|(_, &b)| b == b'%').all(|(i, _)| {
+        input
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return Err(PathError::BadEncoding);
     }
-    Ok(out)
+    Ok(percent_encoding::percent_decode(input).collect())
 }
 
-/// Percent-encode a decoded store path for a URL: RFC 3986 unreserved characters and `/`
-/// stay, everything else becomes lowercase `%xx` (as Prosody writes it).
+/// What a store path keeps unencoded in a URL: RFC 3986 unreserved characters and `/`.
+const URL_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Percent-encode a decoded store path for a URL, in lowercase `%xx` as Prosody writes it.
 pub fn percent_encode(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02x}"));
-        }
-    }
-    out
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    percent_encoding::utf8_percent_encode(path, URL_PATH)
+        .map(|piece| match piece.starts_with('%') {
+            true => std::borrow::Cow::Owned(piece.to_ascii_lowercase()),
+            false => std::borrow::Cow::Borrowed(piece),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
-//! Graceful shutdown: the first SIGINT/SIGTERM stops the listeners, lets requests in flight
-//! finish (closing their connections after the response) for up to `GracefulShutdownTimeout`,
-//! then the process exits; a second signal exits at once. Idle keep-alive connections carry no
-//! request and are simply closed by the exit.
+//! The state of a graceful shutdown, shared by the workers and the draining main thread
+//! (`runtime::drain`): whether one was asked for, and how many requests are still in flight.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,7 +34,7 @@ impl Shutdown {
 
     pub fn trigger(&self) {
         self.requested.store(true, Ordering::Release);
-        let mut wakers = self.accept_wakers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wakers = crate::sync::lock(&self.accept_wakers);
         for w in wakers.iter_mut().filter_map(Option::take) {
             w.wake();
         }
@@ -48,7 +46,7 @@ impl Shutdown {
             if self.is_requested() {
                 return Poll::Ready(());
             }
-            let mut wakers = self.accept_wakers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut wakers = crate::sync::lock(&self.accept_wakers);
             if let Some(slot) = wakers.get_mut(worker) {
                 *slot = Some(cx.waker().clone());
             }
@@ -81,26 +79,4 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// The signals we handle, blocked in every thread so the main thread can wait for them.
-pub fn signal_set() -> nix::sys::signal::SigSet {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    // Not a stop signal: reopen the log file (logrotate), see `logging::reopen`.
-    set.add(Signal::SIGHUP);
-    set
-}
-
-/// Wait up to `timeout` for one of `set`; the signal number, or None on timeout.
-pub fn wait_signal(set: &nix::sys::signal::SigSet, timeout: std::time::Duration) -> Option<i32> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: the set and timespec are valid for the call; no siginfo is requested.
-    let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
-    (sig > 0).then_some(sig)
 }

@@ -5,8 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+
+mod size;
+
+pub use size::{parse_size, ByteSize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -17,10 +20,6 @@ pub enum ConfigError {
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
-
-/// A size in bytes: an integer, or a string such as "64KB", "1GB", "512 MiB".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -209,6 +208,17 @@ impl Default for Config {
     }
 }
 
+/// Where and as whom to connect to the session database (FallbackDBHost, -User, -Password,
+/// -Name).
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub name: String,
+}
+
 /// When set (and not empty), this environment variable supplies `Secret` in place of the file's
 /// value: a secret that never touches the config file (a container's, a quick start's).
 pub const SECRET_ENV: &str = "HMAC_FILE_SERVER_SECRET";
@@ -374,7 +384,7 @@ impl Config {
 
     /// Where the session database is (`FallbackDBHost` as "host" or "host:port", the port
     /// defaulting to the database's own), as whom, and which database.
-    pub fn fallback_db(&self) -> Result<crate::session::sql::DbConfig, ConfigError> {
+    pub fn fallback_db(&self) -> Result<DbConfig, ConfigError> {
         let invalid = |key, message: &str| ConfigError::Invalid {
             key,
             message: message.to_owned(),
@@ -398,7 +408,7 @@ impl Config {
         if self.fallback_db_name.is_empty() {
             return Err(invalid("FallbackDBName", "must be set when FallbackEnabled = true"));
         }
-        Ok(crate::session::sql::DbConfig {
+        Ok(DbConfig {
             host: host.to_owned(),
             port,
             user: self.fallback_db_user.clone(),
@@ -468,50 +478,6 @@ fn parse_listen(s: &str) -> Option<std::net::SocketAddr> {
     full.to_socket_addrs().ok()?.next()
 }
 
-/// Parse "64KB", "1 GiB", "1048576": decimal and binary units both mean powers of 1024,
-/// as the Go server's users expect ("1GB" is a gigabyte of upload, not 10^9 bytes).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a size in bytes: a non-negative integer or a string like \"64KB\" or \"1GB\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                parse_size(v)
-                    .map(ByteSize)
-                    .ok_or_else(|| E::custom(format!("{v:?} is not a size like \"64KB\" or \"1GB\"")))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,8 +523,8 @@ mod tests {
 
     #[test]
     fn every_key_is_documented_in_the_example() {
-        let example = include_str!("../config.toml.example");
-        let keys: Vec<&str> = include_str!("config.rs")
+        let example = include_str!("../../config.toml.example");
+        let keys: Vec<&str> = include_str!("mod.rs")
             .lines()
             .filter_map(|l| l.trim().strip_prefix("#[serde(rename = \""))
             .filter_map(|l| l.split('"').next())
@@ -590,13 +556,6 @@ mod tests {
 
     #[test]
     fn sizes_accept_integers_and_units() {
-        assert_eq!(parse_size("64KB"), Some(65536));
-        assert_eq!(parse_size("1GB"), Some(1 << 30));
-        assert_eq!(parse_size("1 MiB"), Some(1 << 20));
-        assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("-1"), None);
-        assert_eq!(parse_size("12XB"), None);
-        assert_eq!(parse_size("99999999999TB"), None);
         let c = Config::parse("Secret = \"x\"\nUploadMaxSize = \"10MB\"\nChunkSize = 65536").unwrap();
         assert_eq!(c.upload_max_size, ByteSize(10 << 20));
         assert_eq!(c.chunk_size, ByteSize(65536));

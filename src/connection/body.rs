@@ -8,11 +8,12 @@ use monoio::buf::IoBufMut;
 
 use super::{Conn, Socket, INITIAL_READ_BUF};
 use crate::error::{Error, Result};
+use crate::handlers::BodySink;
 use crate::http::chunked;
+use crate::limits::{body_deadline, Pace};
 use crate::storage::Upload;
-use crate::throttle::{self, Pace};
 
-/// How long one body may still take: see `throttle::body_deadline`.
+/// How long one body may still take: see `limits::body_deadline`.
 struct BodyClock {
     start: Instant,
     last: Instant,
@@ -39,33 +40,29 @@ impl BodyClock {
     }
 
     fn deadline(&self) -> (Instant, &'static str) {
-        throttle::body_deadline(self.start, self.last, self.received, self.idle, self.min_rate)
+        body_deadline(self.start, self.last, self.received, self.idle, self.min_rate)
     }
 }
 
 impl<S: Socket> Conn<'_, S> {
-    /// Stream a `Content-Length` body of `len` bytes into `upload`, a chunk at a time: socket
-    /// reads land directly in the chunk buffer, each full buffer is one write through the ring.
-    pub async fn body_to_file(&mut self, upload: &Upload<'_>, len: u64) -> Result<()> {
-        self.body_at(upload, 0, len, &mut Plain).await
-    }
-
-    /// `body_to_file` from file position `start`, showing the bytes to `sink` as they arrive
-    /// and each write as it lands. When reading fails part-way, what was received is written
-    /// (and shown to the sink) before the error returns, so a resumable upload can keep it.
-    pub async fn body_at<K: BodySink>(
+    /// Stream a `Content-Length` body of `len` bytes into `upload` from file position `start`,
+    /// a chunk at a time: socket reads land directly in the chunk buffer, each full buffer is
+    /// one write through the ring. `sink` sees the bytes as they arrive and each write as it
+    /// lands. When reading fails part-way, what was received is written (and shown to the
+    /// sink) before the error returns, so a resumable upload can keep it.
+    pub(super) async fn body_at<K: BodySink>(
         &mut self,
         upload: &Upload<'_>,
         start: u64,
         len: u64,
         sink: &mut K,
     ) -> Result<()> {
-        let cap = (self.shared.config.chunk_size.0.min(len)) as usize;
+        let cap = (self.app.config.chunk_size.0.min(len)) as usize;
         let mut buf: Vec<u8> = Vec::with_capacity(cap);
         let mut pos = start;
         let mut left = len;
-        let mut pace = Pace::new(self.shared.config.max_bytes_per_second.0);
-        let mut clock = BodyClock::new(&self.shared.config);
+        let mut pace = Pace::new(self.app.config.max_bytes_per_second.0);
+        let mut clock = BodyClock::new(&self.app.config);
         // Body bytes that arrived together with the head.
         while left > 0 && !self.rbuf.is_empty() {
             let take = self.rbuf.len().min(left as usize).min(cap - buf.len());
@@ -112,20 +109,20 @@ impl<S: Socket> Conn<'_, S> {
 
     /// Stream a chunked body into `upload` from file position `start`, with a sink as in
     /// `body_at`; returns its decoded size. Above `max` bytes: 413.
-    pub async fn chunked_at<K: BodySink>(
+    pub(super) async fn chunked_at<K: BodySink>(
         &mut self,
         upload: &Upload<'_>,
         start: u64,
         max: u64,
         sink: &mut K,
     ) -> Result<u64> {
-        let cap = self.shared.config.chunk_size.0 as usize;
+        let cap = self.app.config.chunk_size.0 as usize;
         let mut buf: Vec<u8> = Vec::with_capacity(cap.min(64 * 1024));
         let mut pos = start;
         let mut total = 0u64;
         let mut decoder = chunked::Decoder::default();
-        let mut pace = Pace::new(self.shared.config.max_bytes_per_second.0);
-        let mut clock = BodyClock::new(&self.shared.config);
+        let mut pace = Pace::new(self.app.config.max_bytes_per_second.0);
+        let mut clock = BodyClock::new(&self.app.config);
         loop {
             if !self.rbuf.is_empty() {
                 let fed = decoder.feed(&self.rbuf, &mut |data| {
@@ -172,31 +169,6 @@ impl<S: Socket> Conn<'_, S> {
         }
     }
 }
-
-/// Watches an upload body on its way into the file. Plain PUTs use `Plain`, which does
-/// nothing; resumable uploads hash the body and checkpoint their offset (`tus`).
-#[allow(async_fn_in_trait)]
-pub trait BodySink {
-    /// Whether bytes received before the body broke off are still written to the file.
-    const KEEPS_PARTIAL: bool = false;
-    /// Body bytes, in order, as they are received.
-    fn data(&mut self, _bytes: &[u8]) {}
-    /// The body is about to be read up to `bytes` (decoded) in all; an error refuses it.
-    fn cover(&mut self, _bytes: u64) -> Result<()> {
-        Ok(())
-    }
-    /// A write is about to go to the file.
-    async fn before_write(&mut self) -> Result<()> {
-        Ok(())
-    }
-    /// Everything up to file position `end` has been written to `upload`.
-    async fn written(&mut self, _upload: &Upload<'_>, _end: u64) -> Result<()> {
-        Ok(())
-    }
-}
-
-pub struct Plain;
-impl BodySink for Plain {}
 
 async fn flush<K: BodySink>(upload: &Upload<'_>, buf: Vec<u8>, pos: &mut u64, sink: &mut K) -> Result<Vec<u8>> {
     let n = buf.len() as u64;

@@ -1,9 +1,11 @@
 //! One client connection: its buffers, reading request heads under timeouts, and writing
-//! responses under a send deadline. Upload bodies stream through `body`, file bodies of
-//! downloads go out through `send`. Handlers in `upload`, `download` and `tus` work through it.
+//! responses under a send deadline. `serve` runs its requests one after the other; upload
+//! bodies stream in through `body`, file bodies of downloads go out through `send`. Handlers
+//! see it as an `Exchange`.
 
 mod body;
 mod send;
+mod serve;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -12,13 +14,14 @@ use std::time::{Duration, Instant};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-pub use body::{BodySink, Plain};
-pub use send::read_exact_into;
+pub use serve::serve;
 
+use crate::app::App;
 use crate::error::{Error, Result};
+use crate::handlers::{BodySink, Exchange};
 use crate::http::{self, response, Head};
-use crate::server::Shared;
-use crate::throttle::ClientKey;
+use crate::limits::ClientKey;
+use crate::storage::Upload;
 
 /// Initial read buffer: enough for a typical request head, small enough that thousands of
 /// idle keep-alive connections stay cheap. It grows up to `MaxHeaderBytes` only when needed.
@@ -64,14 +67,14 @@ impl Socket for monoio::net::UnixStream {
 }
 
 pub struct Conn<'a, S> {
-    pub shared: &'a Shared,
+    app: &'a App,
     /// Who per-client limits count this connection as (None on a Unix socket).
-    pub client: Option<ClientKey>,
+    client: Option<ClientKey>,
     stream: S,
     /// Bytes received but not yet consumed: the rest of a head, a body, pipelined requests.
     rbuf: Vec<u8>,
     /// Response bytes not yet written.
-    pub wbuf: Vec<u8>,
+    wbuf: Vec<u8>,
     /// The current request's body has been read to its end.
     body_read: bool,
     /// A response body is going out: an error now can only close the connection.
@@ -80,29 +83,10 @@ pub struct Conn<'a, S> {
     broken: bool,
 }
 
-/// What a handled request amounted to, for the access log.
-pub struct Outcome {
-    pub status: u16,
-    /// Body bytes received (uploads) or sent (downloads).
-    pub bytes: u64,
-    /// The size of a file this request published (a PUT, or a resumable upload's last piece).
-    pub published: Option<u64>,
-}
-
-impl Outcome {
-    pub fn status(status: u16) -> Outcome {
-        Outcome {
-            status,
-            bytes: 0,
-            published: None,
-        }
-    }
-}
-
 impl<'a, S: Socket> Conn<'a, S> {
-    pub fn new(shared: &'a Shared, stream: S, client: Option<ClientKey>) -> Self {
+    pub fn new(app: &'a App, stream: S, client: Option<ClientKey>) -> Self {
         Conn {
-            shared,
+            app,
             client,
             stream,
             rbuf: Vec::with_capacity(INITIAL_READ_BUF),
@@ -113,14 +97,6 @@ impl<'a, S: Socket> Conn<'a, S> {
         }
     }
 
-    /// Whether this response is the connection's last: the client asked, we are draining, or
-    /// the request carried a body its handler did not read (a GET, HEAD or OPTIONS with a
-    /// body). Such a body is never parsed as the next request: that is how a request is
-    /// smuggled past a proxy that framed it differently.
-    pub fn closing(&self, head: &Head) -> bool {
-        head.close || self.shared.shutdown.is_requested() || (head.body != http::Body::None && !self.body_read)
-    }
-
     /// Whether an error response can still be written: not once a response body has started
     /// going out, nor after the socket failed.
     pub fn can_answer(&self) -> bool {
@@ -128,7 +104,7 @@ impl<'a, S: Socket> Conn<'a, S> {
     }
 
     fn send_timeout(&self) -> Duration {
-        Duration::from_secs(self.shared.config.send_timeout())
+        Duration::from_secs(self.app.config.send_timeout())
     }
 
     /// Append to `rbuf` from the socket, at most `max` bytes. Ok(0) is end of stream.
@@ -150,8 +126,8 @@ impl<'a, S: Socket> Conn<'a, S> {
 
     /// Read the next request head. Ok(None): the client closed or idled out between requests.
     pub async fn read_head(&mut self) -> Result<Option<Head>> {
-        let cfg = &self.shared.config;
-        let limits = self.shared.limits;
+        let cfg = &self.app.config;
+        let limits = self.app.head_limits;
         let idle_deadline = Instant::now() + Duration::from_secs(cfg.idle_timeout);
         let mut head_deadline = None;
         self.committed = false;
@@ -174,11 +150,6 @@ impl<'a, S: Socket> Conn<'a, S> {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    pub async fn send_continue(&mut self) -> Result<()> {
-        self.wbuf.extend_from_slice(response::CONTINUE);
-        self.flush().await
     }
 
     /// Write everything queued in `wbuf`, each write within `SendTimeout`.
@@ -236,5 +207,45 @@ impl<'a, S: Socket> Conn<'a, S> {
                 Err(_) => return,
             }
         }
+    }
+}
+
+impl<S: Socket> Exchange for Conn<'_, S> {
+    fn client(&self) -> Option<ClientKey> {
+        self.client
+    }
+
+    /// The client asked, we are draining, or the request carried a body its handler did not
+    /// read (a GET, HEAD or OPTIONS with a body). Such a body is never parsed as the next
+    /// request: that is how a request is smuggled past a proxy that framed it differently.
+    fn closing(&self, head: &Head) -> bool {
+        head.close || self.app.shutdown.is_requested() || (head.body != http::Body::None && !self.body_read)
+    }
+
+    fn response(&mut self) -> &mut Vec<u8> {
+        &mut self.wbuf
+    }
+
+    async fn send_continue(&mut self) -> Result<()> {
+        self.wbuf.extend_from_slice(response::CONTINUE);
+        self.flush().await
+    }
+
+    async fn body_at<K: BodySink>(&mut self, upload: &Upload<'_>, start: u64, len: u64, sink: &mut K) -> Result<()> {
+        Conn::body_at(self, upload, start, len, sink).await
+    }
+
+    async fn chunked_at<K: BodySink>(
+        &mut self,
+        upload: &Upload<'_>,
+        start: u64,
+        max: u64,
+        sink: &mut K,
+    ) -> Result<u64> {
+        Conn::chunked_at(self, upload, start, max, sink).await
+    }
+
+    async fn send_file(&mut self, file: &monoio::fs::File, start: u64, len: u64) -> Result<()> {
+        Conn::send_file(self, file, start, len).await
     }
 }

@@ -13,11 +13,13 @@ use std::os::fd::RawFd;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use monoio::buf::{IoBuf, IoBufMut};
+use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRent;
+use nix::sys::socket::{self, MsgFlags};
 
 use super::{Conn, Socket};
 use crate::error::{Error, Result};
+use crate::storage::read_exact_at;
 
 /// A socket with less room than this is waited for first: smaller sends cost a syscall for
 /// little.
@@ -58,16 +60,7 @@ pub(super) fn discard(fd: RawFd) -> io::Result<usize> {
     thread_local! {
         static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice());
     }
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        // SAFETY: recv writes at most s.len() bytes into the scratch buffer we own.
-        let n = unsafe { libc::recv(fd, s.as_mut_ptr().cast(), s.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    })
+    SCRATCH.with(|s| Ok(socket::recv(fd, &mut s.borrow_mut(), MsgFlags::MSG_DONTWAIT)?))
 }
 
 /// Free space in the socket's send buffer, as far as the kernel tells (SO_SNDBUF less what is
@@ -96,30 +89,17 @@ fn room(fd: RawFd) -> usize {
 
 /// Hand `buf` to the kernel without waiting; how much it took (0: the socket is full).
 fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: send reads at most buf.len() bytes from buf.
-    let n = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n >= 0 {
-        return Ok(n as usize);
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Ok(0)
-    } else {
-        Err(e)
+    match socket::send(fd, buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+        Ok(n) => Ok(n),
+        Err(nix::errno::Errno::EAGAIN) => Ok(0),
+        Err(e) => Err(e.into()),
     }
 }
 
 impl<S: Socket> Conn<'_, S> {
     /// The queued head, then `file`'s bytes `[start, start + len)`. Once the head is out the
     /// response is committed: an error can then only close the connection.
-    pub async fn send_file(&mut self, file: &monoio::fs::File, start: u64, len: u64) -> Result<()> {
+    pub(super) async fn send_file(&mut self, file: &monoio::fs::File, start: u64, len: u64) -> Result<()> {
         self.flush().await?;
         self.committed = true;
         let res = self.send_range(file, start, len).await;
@@ -132,7 +112,7 @@ impl<S: Socket> Conn<'_, S> {
     async fn send_range(&mut self, file: &monoio::fs::File, start: u64, len: u64) -> Result<()> {
         let fd = self.stream.as_raw_fd();
         let timeout = self.send_timeout();
-        let chunk = self.shared.config.chunk_size.0 as usize;
+        let chunk = self.app.config.chunk_size.0 as usize;
         let (mut pos, end) = (start, start + len);
         let mut progress = Instant::now();
         let mut full = false;
@@ -152,7 +132,7 @@ impl<S: Socket> Conn<'_, S> {
                 .clamp(MIN_SEND, chunk)
                 .min(usize::try_from(end - pos).unwrap_or(usize::MAX));
             let mut buf = lend(chunk).await;
-            read_exact_into(file, buf.vec(), pos, want).await?;
+            read_exact_at(file, buf.vec(), pos, want).await?;
             let sent = send_now(fd, buf.vec())?;
             drop(buf);
             if sent > 0 {
@@ -163,34 +143,6 @@ impl<S: Socket> Conn<'_, S> {
         }
         Ok(())
     }
-}
-
-/// Append exactly `want` bytes of `file` read at `pos` to `out`.
-pub async fn read_exact_into(file: &monoio::fs::File, out: &mut Vec<u8>, mut pos: u64, want: usize) -> Result<()> {
-    let target = out.len() + want;
-    out.reserve(want);
-    let mut buf = std::mem::take(out);
-    while buf.len() < target {
-        let have = buf.len();
-        let (res, slice) = file.read_at(buf.slice_mut(have..target), pos).await;
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => {
-                *out = buf;
-                return Err(Error::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being served",
-                )));
-            }
-            Ok(n) => pos += n as u64,
-            Err(e) => {
-                *out = buf;
-                return Err(Error::Io(e));
-            }
-        }
-    }
-    *out = buf;
-    Ok(())
 }
 
 #[derive(Default)]

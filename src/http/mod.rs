@@ -5,6 +5,7 @@ pub mod chunked;
 pub mod media_type;
 pub mod range;
 pub mod response;
+pub mod status;
 pub mod syntax;
 
 use crate::error::Error;

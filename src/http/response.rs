@@ -4,41 +4,6 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        206 => "Partial Content",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        412 => "Precondition Failed",
-        415 => "Unsupported Media Type",
-        423 => "Locked",
-        460 => "Checksum Mismatch",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        507 => "Insufficient Storage",
-        _ => "Unknown",
-    }
-}
-
 pub const ALLOW: &str = "GET, HEAD, PUT, OPTIONS";
 
 /// Headers every response carries: browsers (Converse.js) upload cross-origin, and nothing we
@@ -94,7 +59,7 @@ impl<'a> ResponseHead<'a> {
         out.extend_from_slice(b"HTTP/1.1 ");
         push_decimal(out, u64::from(status));
         out.push(b' ');
-        out.extend_from_slice(reason(status).as_bytes());
+        out.extend_from_slice(super::status::reason(status).as_bytes());
         out.extend_from_slice(b"\r\n");
         with_date(|d| {
             out.extend_from_slice(b"Date: ");
@@ -150,6 +115,19 @@ pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+/// The `Cache-Control` of a download: kept by the client's own cache only (`private`) unless
+/// the operator allows shared caches, for `max_age` seconds at most and never past the
+/// file's own expiry (Unix seconds), so a deleted file does not live on in caches.
+pub fn cache_control(max_age: u64, public: bool, expires: Option<u64>, now: u64) -> String {
+    let scope = if public { "public" } else { "private" };
+    let age = expires.map_or(max_age, |e| max_age.min(e.saturating_sub(now)));
+    if age == 0 {
+        format!("{scope}, no-cache")
+    } else {
+        format!("{scope}, max-age={age}, immutable")
+    }
+}
+
 /// A complete short text response (errors, 201, 204).
 pub fn simple(out: &mut Vec<u8>, status: u16, extra: &[(&str, &str)], body: &str, close: bool) {
     let mut h = ResponseHead::new(out, status);
@@ -176,6 +154,25 @@ mod tests {
             push_decimal(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());
         }
+    }
+
+    #[test]
+    fn cache_lifetimes() {
+        assert_eq!(
+            cache_control(86400, false, None, 0),
+            "private, max-age=86400, immutable"
+        );
+        assert_eq!(cache_control(86400, true, None, 0), "public, max-age=86400, immutable");
+        assert_eq!(
+            cache_control(86400, false, Some(1060), 1000),
+            "private, max-age=60, immutable"
+        );
+        assert_eq!(
+            cache_control(30, false, Some(1060), 1000),
+            "private, max-age=30, immutable"
+        );
+        assert_eq!(cache_control(86400, false, Some(900), 1000), "private, no-cache");
+        assert_eq!(cache_control(0, false, None, 0), "private, no-cache");
     }
 
     #[test]

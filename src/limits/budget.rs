@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::ClientKey;
 use crate::error::Error;
-use crate::throttle::ClientKey;
+use crate::sync::lock;
 
 /// Reservations grow in steps of at least this much, so a body costs a few bookings, not
 /// one per read.
@@ -60,7 +61,7 @@ impl Budget {
             )));
         }
         if let Some(c) = client.filter(|_| self.per_client_max > 0) {
-            let mut map = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.per_client);
             let mine = map.entry(c).or_insert(0);
             if *mine + n > self.per_client_max {
                 if *mine == 0 {
@@ -84,7 +85,7 @@ impl Budget {
         }
         self.used.fetch_sub(n, Ordering::AcqRel);
         if let Some(c) = client.filter(|_| self.per_client_max > 0) {
-            let mut map = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.per_client);
             if let Some(mine) = map.get_mut(&c) {
                 *mine = mine.saturating_sub(n);
                 if *mine == 0 {

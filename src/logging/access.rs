@@ -15,6 +15,7 @@ use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::filter::LevelFilter;
 
 use super::escape::{json_str, Escaped};
+use crate::sync::lock;
 
 /// The longest a line waits before it is handed to the writer thread.
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
@@ -115,7 +116,7 @@ fn flusher() {
     loop {
         let mut queued = lock(&log.queued);
         while queued.is_empty() {
-            queued = log.filled.wait(queued).unwrap_or_else(|e| e.into_inner());
+            queued = crate::sync::wait(&log.filled, queued);
         }
         drop(queued);
         std::thread::sleep(FLUSH_AFTER);
@@ -126,11 +127,6 @@ fn flusher() {
         drop(writer);
         spare.clear();
     }
-}
-
-/// A worker that panicked while holding the lock left whole lines behind: keep using them.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Scratch {
@@ -175,25 +171,12 @@ impl Clock {
     }
 }
 
-/// "YYYY-MM-DDTHH:MM:SS" of a Unix time (days to civil date: Howard Hinnant's algorithm).
+/// "YYYY-MM-DDTHH:MM:SS" of a Unix time.
 fn date_time(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let t = UNIX_EPOCH + Duration::from_secs(secs);
+    let mut s = humantime::format_rfc3339_seconds(t).to_string();
+    s.pop(); // the "Z"
+    s
 }
 
 /// `2026-11-23T08:01:02.123456Z  INFO worker-0 access: peer=… method=GET path=/… status=200

@@ -8,10 +8,10 @@
 //! open for writing between changes (the journal is opened per append), so StoreDir's
 //! filesystem can still be remounted read-only under a running server.
 
+use nix::fcntl::{Flock, FlockArg};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,7 +45,7 @@ struct Inner {
     by_path: HashMap<String, String>,
     /// id → (owner, lease end).
     locks: HashMap<String, (String, Instant)>,
-    _flock: File,
+    _flock: Flock<File>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +75,19 @@ impl Embedded {
         if !lock_path.exists() {
             private_file(&lock_path).map_err(io_err)?;
         }
-        let flock = File::open(&lock_path).map_err(io_err)?;
+        let mut file = File::open(&lock_path).map_err(io_err)?;
         // A predecessor killed a moment ago may still be going away: give it a little time.
         let deadline = Instant::now() + Duration::from_secs(2);
-        // SAFETY: plain flock on an fd we own.
-        while unsafe { libc::flock(flock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            if Instant::now() >= deadline {
-                return Err(OpenError::InUse { dir: dir.to_owned() });
+        let flock = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((f, _)) if Instant::now() < deadline => {
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(_) => return Err(OpenError::InUse { dir: dir.to_owned() }),
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        };
         let sessions = replay(&dir.join(JOURNAL)).map_err(io_err)?;
         rewrite(dir, &sessions).map_err(io_err)?;
         let mut by_path = HashMap::new();
@@ -117,7 +120,7 @@ impl Embedded {
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(inner)
 }
 
 fn unavailable(e: io::Error) -> StoreError {

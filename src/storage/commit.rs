@@ -66,7 +66,7 @@ impl GroupCommit {
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
-    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(&shared.state)
 }
 
 fn run(shared: &Shared, dir: OwnedFd) {
@@ -74,26 +74,23 @@ fn run(shared: &Shared, dir: OwnedFd) {
     let mut st = lock(shared);
     loop {
         while st.requested == st.done {
-            st = shared.wake_syncer.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = crate::sync::wait(&shared.wake_syncer, st);
         }
         let (first, target) = (st.done + 1, st.requested);
         drop(st);
         let started = std::time::Instant::now();
-        // SAFETY: fd is a directory fd this thread owns for its whole life.
-        let mut rc = unsafe { libc::syncfs(fd) };
+        let synced_fs = nix::unistd::syncfs(fd);
         let synced = started.elapsed();
         // ext4 without a journal can write metadata after syncfs' own cache flush; an fsync
         // always ends with one, so the round is durable on every filesystem.
-        if rc == 0 {
-            rc = unsafe { libc::fsync(fd) };
-        }
+        let result = synced_fs.and_then(|()| nix::unistd::fsync(fd));
         tracing::debug!(
             callers = target + 1 - first,
             syncfs_us = synced.as_micros() as u64,
             total_us = started.elapsed().as_micros() as u64,
             "group commit round"
         );
-        let err = (rc != 0).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        let err = result.err().map(|e| e as i32);
         st = lock(shared);
         st.done = target;
         if let Some(e) = err {

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::task::{Poll, Waker};
 
 /// A directory: (device, inode).
@@ -34,7 +34,7 @@ thread_local! {
 
 /// Make the entries of directory `fd` (identified by `key`) durable,
 /// sharing the fsync with concurrent callers on this worker.
-pub async fn sync_dir(key: Key, fd: RawFd) -> io::Result<()> {
+pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut caller = Caller { key, running: false };
     let gen = with_dir(key, |dir| {
         dir.requested += 1;
@@ -101,14 +101,9 @@ impl Drop for Caller {
 }
 
 /// fsync through the ring without giving up ownership of `fd`.
-async fn fsync_via_ring(fd: RawFd) -> io::Result<()> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: dup gives us our own fd to hand to monoio, which closes it when done.
-    let dup = unsafe { libc::dup(fd) };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let file = monoio::fs::File::from_std(unsafe { std::fs::File::from_raw_fd(dup) })?;
+async fn fsync_via_ring(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // Our own copy for monoio to close when done.
+    let file = monoio::fs::File::from_std(std::fs::File::from(fd.try_clone_to_owned()?))?;
     let res = file.sync_all().await;
     let _ = file.close().await;
     res

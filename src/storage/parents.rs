@@ -4,34 +4,45 @@
 //! bare name into the last one: a directory swapped for a symlink between two steps (a local
 //! user racing the server) makes the upload fail with 409, never land outside `StoreDir`.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::open_beneath;
+use super::fsops::open_beneath;
 use crate::error::{Error, Result};
 
 /// The opened directories of one file's path below `StoreDir`.
-pub struct Parents {
-    root: RawFd,
+pub struct Parents<'a> {
+    root: BorrowedFd<'a>,
     /// From `StoreDir`'s child down to the file's own directory.
     dirs: Vec<OwnedFd>,
-    /// Directories that gained an entry (a directory created in them), as raw fds of `root`
-    /// or of `dirs`; the file's own directory gains one when the file is linked.
-    changed: Vec<RawFd>,
+    /// Directories that gained an entry (a directory created in them): 0 is `root`, n is
+    /// `dirs[n - 1]`. The file's own directory gains one when the file is linked.
+    changed: Vec<usize>,
 }
 
-impl Parents {
+impl Parents<'_> {
+    fn dir(&self, n: usize) -> BorrowedFd<'_> {
+        match n.checked_sub(1) {
+            Some(i) => self.dirs[i].as_fd(),
+            None => self.root,
+        }
+    }
+
     /// The file's directory.
     pub fn leaf(&self) -> RawFd {
-        self.dirs.last().map_or(self.root, AsRawFd::as_raw_fd)
+        self.dir(self.dirs.len()).as_raw_fd()
     }
 
     /// Every directory whose entries the publication changes, the file's own included.
-    pub fn changed(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.changed.iter().copied().chain(std::iter::once(self.leaf()))
+    pub fn changed(&self) -> impl Iterator<Item = BorrowedFd<'_>> + '_ {
+        self.changed
+            .iter()
+            .copied()
+            .chain(std::iter::once(self.dirs.len()))
+            .map(|n| self.dir(n))
     }
 }
 
@@ -48,7 +59,7 @@ fn open_dir_beneath(dirfd: RawFd, name: &str) -> std::result::Result<OwnedFd, Er
 }
 
 /// Open (creating what is missing, with `mode`) the directories `dirs` below `root`.
-pub fn open(root: RawFd, dirs: &[&str], mode: u32) -> Result<Parents> {
+pub fn open<'a>(root: BorrowedFd<'a>, dirs: &[&str], mode: u32) -> Result<Parents<'a>> {
     let mut parents = Parents {
         root,
         dirs: Vec::with_capacity(dirs.len()),
@@ -60,7 +71,7 @@ pub fn open(root: RawFd, dirs: &[&str], mode: u32) -> Result<Parents> {
     // Usually the whole chain exists (ejabberd's per-user directory) or only its last part is
     // new (Prosody's per-upload one): one lookup of the full path, which refuses any symlink
     // on the way as well, before walking component by component.
-    match open_dir_beneath(root, &dirs.join("/")) {
+    match open_dir_beneath(root.as_raw_fd(), &dirs.join("/")) {
         Ok(fd) => {
             parents.dirs.push(fd);
             return Ok(parents);
@@ -71,7 +82,7 @@ pub fn open(root: RawFd, dirs: &[&str], mode: u32) -> Result<Parents> {
     for seg in dirs {
         let parent = parents.leaf();
         match nix::sys::stat::mkdirat(Some(parent), *seg, Mode::from_bits_truncate(mode)) {
-            Ok(()) => parents.changed.push(parent),
+            Ok(()) => parents.changed.push(parents.dirs.len()),
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(refused(e)),
         }

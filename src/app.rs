@@ -1,0 +1,61 @@
+//! The application's state: what every request may consult, built once at start and shared by
+//! the workers and the side thread. Handlers receive it as an argument; nothing reaches for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::http::Limits;
+use crate::limits::{Budget, ConnectionCap, PerIp};
+use crate::metrics::Metrics;
+use crate::session::Sessions;
+use crate::shutdown::Shutdown;
+use crate::storage::{OpenFileCache, Store};
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    /// The session store of resumable uploads (None: switched off, or it failed to open).
+    pub sessions: Option<Sessions>,
+    /// The URL prefix uploads and downloads live under ("/upload/").
+    pub prefix: String,
+    pub head_limits: Limits,
+    pub file_cache: OpenFileCache,
+    pub shutdown: Shutdown,
+    pub per_ip: PerIp,
+    pub connections: ConnectionCap,
+    /// Bytes held by upload bodies whose signature is not checked yet.
+    pub unverified: Budget,
+    pub metrics: Arc<Metrics>,
+    /// `Cache-Control` of downloads without an expiry of their own.
+    pub cache_control: String,
+}
+
+impl App {
+    pub fn new(config: Config, store: Store, sessions: Option<Sessions>) -> App {
+        let (unverified_total, unverified_per_ip) = config.unverified_caps();
+        App {
+            prefix: config.url_prefix(),
+            head_limits: Limits {
+                max_head: config.max_header_bytes.0 as usize,
+                max_url: config.max_url_bytes.0 as usize,
+            },
+            shutdown: Shutdown::new(config.worker_count()),
+            file_cache: OpenFileCache {
+                ttl: Duration::from_secs(config.open_file_cache_seconds),
+                entries: config.open_file_cache_entries,
+            },
+            per_ip: PerIp::new(
+                config.max_requests_per_second_per_ip,
+                config.max_concurrent_uploads_per_ip,
+            ),
+            connections: ConnectionCap::new(config.max_connections),
+            unverified: Budget::new(unverified_total, unverified_per_ip),
+            metrics: Arc::new(Metrics::new(config.worker_count())),
+            cache_control: crate::http::response::cache_control(config.cache_max_age, config.cache_public, None, 0),
+            sessions,
+            config,
+            store,
+        }
+    }
+}

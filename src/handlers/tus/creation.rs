@@ -1,0 +1,98 @@
+//! `POST <prefix><path>?<signature>` with `Tus-Resumable`: create a resumable upload, signed
+//! like the PUT it stands for (`Upload-Length` is the signed size, the metadata's `filetype` the
+//! signed content type), and with a body, write its start.
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::handlers::upload::{check_signature, signed_target};
+use crate::handlers::{Exchange, Outcome};
+use crate::http::response::{ResponseHead, TUS_CORS};
+use crate::http::{Body, Head};
+use crate::logging::Escaped;
+use crate::session::{self, Session};
+
+use super::append::append;
+use super::headers::{content_type, parse_metadata, parse_number, tus_headers};
+use super::id::{new_id, short};
+use super::lock::Lock;
+use super::{expires_header, location, sessions, store_error, OFFSET_STREAM, VERSION};
+
+pub async fn create<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outcome> {
+    let sessions = sessions(app)?;
+    let t = tus_headers(head)?;
+    let (path, sig) = signed_target(app, head)?;
+    if t.upload_length.is_none() && t.upload_defer_length.is_some() {
+        return Err(Error::BadRequest(
+            "Upload-Defer-Length is not supported: the signed size must be declared".into(),
+        ));
+    }
+    let length = parse_number(t.upload_length.as_deref(), "Upload-Length")?;
+    let metadata = t.upload_metadata.clone().unwrap_or_default();
+    let content_type = content_type(&parse_metadata(&metadata)?)?;
+    check_signature(
+        app.config.secret.as_bytes(),
+        &sig,
+        &path,
+        length,
+        content_type.as_bytes(),
+    )?;
+    let max = app.config.upload_max_size.0;
+    if length > max {
+        return Err(Error::TooLarge { size: length, max });
+    }
+    let with_body = head.body != Body::None;
+    if with_body && head.content_type.as_deref() != Some(OFFSET_STREAM) {
+        return Err(Error::UnsupportedMediaType(
+            "a creation with a body needs Content-Type: application/offset+octet-stream",
+        ));
+    }
+    // A PUT writing to the path already holds its own preallocation: no second one for it.
+    if app.store.is_claimed(&path) || app.store.exists(&path)? {
+        return Err(Error::Conflict);
+    }
+    let id = new_id(app.config.secret.as_bytes())?;
+    app.store.create_part(&id, length, content_type.as_bytes()).await?;
+    let session = Session {
+        id: id.clone(),
+        path: path.as_str().to_owned(),
+        length,
+        offset: 0,
+        content_type,
+        metadata,
+        expires: session::unix_now() + app.config.resumable_expiration,
+    };
+    if let Err(e) = sessions.create(session.clone()).await {
+        app.store.remove_part(&id);
+        return Err(store_error(e));
+    }
+    tracing::info!(id = %short(&id), path = %Escaped(path.as_str()), length, "resumable upload created");
+    let mut outcome = Outcome::status(201);
+    let mut offset = None;
+    if with_body || length == 0 {
+        let lock = Lock::take(sessions, &id).await?;
+        match append(app, ex, head, &session, &lock, None).await {
+            Ok((written, now)) => {
+                outcome.bytes = written;
+                offset = Some(now);
+                outcome.published = (now == length).then_some(length);
+                lock.release().await;
+            }
+            Err(e) => {
+                // The client never saw the upload URL, so nobody can resume this one.
+                app.store.remove_part(&id);
+                let _ = sessions.remove(&id).await;
+                return Err(e);
+            }
+        }
+    }
+    let close = ex.closing(head);
+    let mut h = ResponseHead::with_cors(ex.response(), 201, TUS_CORS)
+        .header("Tus-Resumable", VERSION)
+        .header("Location", location(&app.prefix, &id))
+        .header("Upload-Expires", expires_header(session.expires));
+    if let Some(o) = offset {
+        h = h.header("Upload-Offset", o);
+    }
+    h.finish(Some(0), close);
+    Ok(outcome)
+}

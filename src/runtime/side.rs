@@ -1,0 +1,109 @@
+//! The side thread: one tokio runtime for everything off the hot path. It runs the session
+//! stores of resumable uploads (workers hand it their calls), the expiry sweeper and the
+//! store probe, and the operator's port (`ops`) when `MetricsEnabled`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::StartError;
+use crate::app::App;
+use crate::config::Config;
+use crate::handlers::tus;
+use crate::session::embedded::{Embedded, OpenError};
+use crate::session::{self, Sessions};
+use crate::storage::Store;
+
+/// The side thread's runtime, built before the workers so the session store can be opened
+/// on it and handed to them.
+pub fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .thread_name("side")
+        .build()
+        .map_err(|e| StartError::Worker(format!("side runtime: {e}")))
+}
+
+/// Open the session store of resumable uploads. One that another process holds leaves
+/// resumable uploads answering 503 on this node (plain uploads are unaffected); one that
+/// cannot be read stops the start.
+pub fn open_sessions(
+    config: &Config,
+    store: &Store,
+    side: &tokio::runtime::Runtime,
+) -> Result<Option<Sessions>, StartError> {
+    let handle = side.handle().clone();
+    if let Some(shared) = side
+        .block_on(session::open_shared(config))
+        .map_err(StartError::Sessions)?
+    {
+        tracing::info!(backend = shared.backend(), "session store");
+        return Ok(Some(Sessions::new(handle, shared)));
+    }
+    let dir = store.root_path().join(crate::path::RESERVED_DIR).join("sessions");
+    match Embedded::open(&dir) {
+        Ok(embedded) => Ok(Some(Sessions::new(handle, Arc::new(embedded)))),
+        Err(e @ OpenError::InUse { .. }) => {
+            tracing::error!(error = %e, "resumable uploads are unavailable on this node (503): give each server its own StoreDir or a shared session store");
+            Ok(None)
+        }
+        Err(e) => Err(StartError::Sessions(e.to_string())),
+    }
+}
+
+/// Start the side thread on `runtime`: the sweeper, and the operator's port when
+/// `MetricsEnabled` (bound now, so a taken port fails the start, naming the key).
+pub fn start(app: Arc<App>, runtime: tokio::runtime::Runtime) -> Result<std::thread::JoinHandle<()>, StartError> {
+    let listener = if app.config.metrics_enabled {
+        let addr = app
+            .config
+            .metrics_addr()
+            .map_err(|e| StartError::Worker(e.to_string()))?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::MetricsBind { addr, source })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| StartError::Worker(format!("metrics listener: {e}")))?;
+        Some((addr, listener))
+    } else {
+        None
+    };
+    let started = Instant::now();
+    std::thread::Builder::new()
+        .name("side".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Some(sessions) = app.sessions.clone() {
+                    let app = app.clone();
+                    tokio::spawn(async move { sweep_forever(&app, &sessions).await });
+                }
+                match listener {
+                    Some((addr, listener)) => crate::ops::serve_port(app, addr, listener, started).await,
+                    None => std::future::pending().await,
+                }
+            })
+        })
+        .map_err(|e| StartError::Worker(e.to_string()))
+}
+
+/// Expired resumable uploads go away within a tenth of ResumableExpiration (at most a minute);
+/// the session store is probed as often, which also brings a failed-over primary back.
+async fn sweep_forever(app: &App, sessions: &Sessions) {
+    let every = Duration::from_secs((app.config.resumable_expiration / 10).clamp(1, 60));
+    let mut was_up = true;
+    loop {
+        tus::sweep(app, sessions).await;
+        let ping = sessions.store().ping().await;
+        let backend = sessions.backend();
+        // Transitions only: a store that stays down is not worth a line per round.
+        match &ping {
+            Err(e) if was_up => {
+                tracing::error!(backend, error = %e, "session store stopped answering; resumable uploads get 503 until it does")
+            }
+            Ok(()) if !was_up => tracing::info!(backend, "session store answers again"),
+            _ => {}
+        }
+        was_up = ping.is_ok();
+        app.metrics.set_session_store(backend, was_up);
+        tokio::time::sleep(every).await;
+    }
+}

@@ -1,0 +1,95 @@
+//! The file-descriptor operations storage is built of: opening beneath a directory without
+//! following symlinks, creating and unlinking names in a directory, linking an `O_TMPFILE`,
+//! reserving space, and the content type in an xattr.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use xattr::FileExt;
+
+use crate::error::{Error, Result};
+
+/// Where the uploaded Content-Type lives: the shared-mime-info convention, so `getfattr`
+/// and file managers understand it, and it is linked atomically together with the data.
+const TYPE_XATTR: &str = "user.mime_type";
+
+/// Take ownership of an fd a syscall just returned.
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller got `fd` from a successful open and hands it over; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// `openat(dirfd, path, flags)` (a plain open, following symlinks: for StoreDir itself).
+pub fn open_at(dirfd: Option<RawFd>, path: &Path, flags: OFlag, mode: u32) -> std::result::Result<OwnedFd, Errno> {
+    fcntl::openat(dirfd, path, flags | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode)).map(owned)
+}
+
+pub fn open_dir(dirfd: Option<RawFd>, path: &Path) -> io::Result<OwnedFd> {
+    Ok(open_at(dirfd, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)?)
+}
+
+/// openat2 confined to `dirfd`: no `..` escape, no symlink anywhere on the way.
+pub fn open_beneath(dirfd: RawFd, path: &str, flags: OFlag, mode: Mode) -> std::result::Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .mode(mode)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    fcntl::openat2(dirfd, path, how).map(owned)
+}
+
+/// Create `name` in `dirfd` for writing; EEXIST if it is there already.
+pub fn create_in(dirfd: RawFd, name: &str, mode: u32) -> std::result::Result<OwnedFd, Errno> {
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY;
+    open_at(Some(dirfd), Path::new(name), flags, mode)
+}
+
+/// Remove the file `name` from `dirfd`.
+pub fn unlink_in(dirfd: RawFd, name: &str) -> std::result::Result<(), Errno> {
+    nix::unistd::unlinkat(Some(dirfd), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+}
+
+/// Give an O_TMPFILE a name; EEXIST if the name is taken (never replaces).
+pub fn link_tmpfile(fd: RawFd, dirfd: RawFd, name: &str) -> std::result::Result<(), Errno> {
+    let proc_path = format!("/proc/self/fd/{fd}");
+    nix::unistd::linkat(
+        None,
+        proc_path.as_str(),
+        Some(dirfd),
+        name,
+        fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    )
+}
+
+/// Reserve `size` bytes for a file: 507 now rather than ENOSPC in the middle of the body.
+/// A filesystem that cannot preallocate goes on without.
+pub fn preallocate(fd: RawFd, size: u64) -> Result<()> {
+    let len = i64::try_from(size).map_err(|_| Error::InsufficientStorage)?;
+    match fcntl::fallocate(fd, fcntl::FallocateFlags::empty(), 0, len) {
+        Ok(()) | Err(Errno::EOPNOTSUPP) => Ok(()),
+        Err(e) => Err(Error::storage(e.into())),
+    }
+}
+
+pub fn set_content_type(file: &File, value: &[u8]) -> io::Result<()> {
+    file.set_xattr(TYPE_XATTR, value)
+}
+
+pub fn content_type(file: &File) -> Option<Vec<u8>> {
+    file.get_xattr(TYPE_XATTR).ok().flatten()
+}
+
+/// Why the content type could not be stored, naming the xattr and the directory.
+pub fn xattr_error(e: io::Error, dir: &Path) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot store the content type as xattr {TYPE_XATTR} in {}: {e}",
+            dir.display()
+        ),
+    )
+}

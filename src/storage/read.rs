@@ -1,0 +1,149 @@
+//! Stored files opened for downloads: beneath StoreDir, never through a symlink, never a
+//! directory or special file, through each worker's open-file cache.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, OFlag};
+use nix::sys::stat::Mode;
+
+use super::fsops::{self, open_beneath};
+use super::{cache, Store};
+use crate::error::{Error, Result};
+use crate::path::StorePath;
+
+/// Open-file cache settings (`OpenFileCacheSeconds`, `OpenFileCacheEntries`).
+#[derive(Debug, Clone, Copy)]
+pub struct OpenFileCache {
+    pub ttl: Duration,
+    pub entries: usize,
+}
+
+impl OpenFileCache {
+    /// Close this worker's expired entries (each worker calls it once per TTL).
+    pub fn sweep(&self) {
+        cache::sweep(Instant::now());
+    }
+}
+
+/// A stored file opened for a download.
+pub struct Stored {
+    pub file: monoio::fs::File,
+    pub size: u64,
+    /// Strong validator: size and modification time in nanoseconds.
+    pub etag: String,
+    pub last_modified: String,
+    pub content_type: Option<Vec<u8>>,
+    /// The whole file, once read, if it is small and this worker's body budget allows
+    /// (see `cache::BODY_MAX`): a repeated GET then needs no file read.
+    body: std::cell::OnceCell<Box<[u8]>>,
+}
+
+impl Stored {
+    /// Append the file's bytes `[pos, pos + want)` to `out`.
+    pub async fn read_into(&self, out: &mut Vec<u8>, pos: u64, want: usize) -> Result<()> {
+        read_exact_at(&self.file, out, pos, want).await
+    }
+
+    /// The file's bytes `[start, start+len)` if the whole file is held in memory.
+    pub fn cached_body(&self, start: u64, len: u64) -> Option<&[u8]> {
+        let body = self.body.get()?;
+        body.get(usize::try_from(start).ok()?..usize::try_from(start + len).ok()?)
+    }
+
+    /// Keep `bytes`, the whole file just read, in memory for as long as this entry lives.
+    pub fn remember_body(&self, bytes: &[u8]) {
+        if bytes.len() as u64 == self.size && self.body.get().is_none() && cache::reserve_body(bytes.len()) {
+            let _ = self.body.set(bytes.into());
+        }
+    }
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        if let Some(b) = self.body.get() {
+            cache::release_body(b.len());
+        }
+    }
+}
+
+/// Append exactly `want` bytes of `file` read at `pos` to `out`, through the ring.
+pub async fn read_exact_at(file: &monoio::fs::File, out: &mut Vec<u8>, mut pos: u64, want: usize) -> Result<()> {
+    use monoio::buf::IoBufMut;
+    let target = out.len() + want;
+    out.reserve(want);
+    let mut buf = std::mem::take(out);
+    let result = loop {
+        if buf.len() >= target {
+            break Ok(());
+        }
+        let have = buf.len();
+        let (res, slice) = file.read_at(buf.slice_mut(have..target), pos).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                break Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being served",
+                )))
+            }
+            Ok(n) => pos += n as u64,
+            Err(e) => break Err(Error::Io(e)),
+        }
+    };
+    *out = buf;
+    result
+}
+
+impl Store {
+    /// Open a stored file for reading, through the per-worker open-file cache. Directories,
+    /// symlinks, special files and anything outside StoreDir are 404.
+    pub fn open_cached(&self, path: &StorePath, cache: &OpenFileCache) -> Result<Rc<Stored>> {
+        if cache.ttl.is_zero() {
+            return self.open_read(path).map(Rc::new);
+        }
+        let now = Instant::now();
+        if let Some(hit) = cache::get(path.as_str(), now) {
+            return Ok(hit);
+        }
+        let stored = Rc::new(self.open_read(path)?);
+        cache::put(path.as_str(), stored.clone(), now, cache.ttl, cache.entries);
+        Ok(stored)
+    }
+
+    fn open_read(&self, path: &StorePath) -> Result<Stored> {
+        // O_NONBLOCK: a FIFO someone planted in StoreDir would otherwise block the worker in
+        // open until a writer came; it is refused by type below instead.
+        let how = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let fd = match open_beneath(self.root.as_raw_fd(), path.as_str(), how, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV | Errno::EISDIR | Errno::ENXIO) => {
+                return Err(Error::NotFound)
+            }
+            Err(e) => return Err(Error::Io(e.into())),
+        };
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(io::Error::from)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Error::NotFound);
+        }
+        // io_uring answers EAGAIN instead of reading a non-blocking file that is not cached.
+        fcntl::fcntl(fd.as_raw_fd(), fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(io::Error::from)?;
+        let file = fs::File::from(fd);
+        let content_type = fsops::content_type(&file);
+        let file = monoio::fs::File::from_std(file)?;
+        let mtime = UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+        let mtime_ns = mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Ok(Stored {
+            file,
+            size: st.st_size as u64,
+            etag: format!("\"{:x}-{:x}\"", st.st_size, mtime_ns),
+            last_modified: httpdate::fmt_http_date(mtime),
+            content_type,
+            body: std::cell::OnceCell::new(),
+        })
+    }
+}

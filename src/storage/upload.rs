@@ -1,0 +1,161 @@
+//! An upload in progress: written through the ring at any offset, made durable, and published
+//! at its path without replacing anything (docs/protocol.md, "How an upload becomes durable").
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, RenameFlags};
+
+use super::fsops::{link_tmpfile, unlink_in};
+use super::{dirsync, parents, Claim, Store};
+use crate::error::{Error, Result};
+use crate::path::StorePath;
+
+/// Uploads up to this size are made durable by the shared group commit; larger ones fsync
+/// their own file, so a small upload never waits for someone's gigabyte to reach the disk.
+const GROUP_COMMIT_MAX: u64 = 1 << 20;
+
+/// Durable uploads start writeback every this many bytes, so the disk writes while the
+/// network still streams and the final fsync has little left to do. Measured on this
+/// machine against dd conv=fsync (5 alternations each, median of our speed / dd's): no
+/// early writeback 0.78x, an fdatasync through the ring per step 0.80x (a device flush
+/// each time), sync_file_range(SYNC_FILE_RANGE_WRITE) 1.14x (starts writes, no flush).
+const WRITEBACK_EVERY: u64 = 16 << 20;
+
+/// An upload in progress. Dropped without `publish`, its temporary file is removed.
+pub struct Upload<'a> {
+    store: &'a Store,
+    file: Option<monoio::fs::File>,
+    /// The temporary's name in the reserved directory; None for an unnamed O_TMPFILE.
+    name: Option<String>,
+    /// The path, claimed on this node while a signed upload to it runs.
+    _claim: Option<Claim<'a>>,
+    published: bool,
+    /// A resumable upload's partial file: kept when this request ends unpublished.
+    persistent: bool,
+    /// Bytes from 0 whose writeback has been started (durable uploads only).
+    writeback_from: std::cell::Cell<u64>,
+}
+
+fn closed() -> Error {
+    Error::Io(io::Error::other("upload already closed"))
+}
+
+impl<'a> Upload<'a> {
+    pub(super) fn new(
+        store: &'a Store,
+        file: monoio::fs::File,
+        name: Option<String>,
+        claim: Option<Claim<'a>>,
+        persistent: bool,
+    ) -> Upload<'a> {
+        Upload {
+            store,
+            file: Some(file),
+            name,
+            _claim: claim,
+            published: false,
+            persistent,
+            writeback_from: std::cell::Cell::new(0),
+        }
+    }
+
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.file.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// Write all of `buf` at `pos` through the ring; the buffer comes back for reuse.
+    pub async fn write_at(&self, buf: Vec<u8>, pos: u64) -> (Result<()>, Vec<u8>) {
+        let Some(file) = self.file.as_ref() else {
+            return (Err(closed()), buf);
+        };
+        let (res, buf) = file.write_all_at(buf, pos).await;
+        let end = pos + buf.len() as u64;
+        let from = self.writeback_from.get();
+        if res.is_ok() && self.store.sync && end - from >= WRITEBACK_EVERY {
+            // Only starts the writes; errors surface at the final fsync.
+            // SAFETY: plain syscall on the open temporary's fd.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    from as i64,
+                    (end - from) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.writeback_from.set(end);
+        }
+        // Past preallocation, ENOSPC/EIO is a server failure (500): the 507 promise is only
+        // made before the body is read.
+        (res.map_err(Error::Io), buf)
+    }
+
+    /// Make what was written so far durable (a resumable upload's checkpoint).
+    pub async fn sync_data(&self) -> Result<()> {
+        match self.file.as_ref() {
+            Some(file) if self.store.sync => Ok(file.sync_data().await?),
+            Some(_) => Ok(()),
+            None => Err(closed()),
+        }
+    }
+
+    /// Make the upload visible at `path`: fsync, no-replace link (or rename), then fsync of
+    /// every directory whose entries changed. The body must be complete: preallocation was
+    /// exactly the declared size, so the file size is already right.
+    pub async fn publish(mut self, path: &StorePath, size: u64) -> Result<()> {
+        let store = self.store;
+        let file = self.file.take().ok_or_else(closed)?;
+        let fd = file.as_raw_fd();
+        // Data and inode durable before the name appears.
+        let group = store.commit.as_ref().filter(|_| size <= GROUP_COMMIT_MAX);
+        let started = std::time::Instant::now();
+        match (store.sync, group) {
+            (false, _) => {}
+            (true, Some(g)) => g.commit().await?,
+            (true, None) => file.sync_all().await?,
+        }
+        tracing::debug!(
+            size,
+            sync_ms = started.elapsed().as_millis() as u64,
+            "upload data durable"
+        );
+        let (dirs, name) = path.split();
+        let parents = parents::open(store.root.as_fd(), &dirs, store.modes.dir)?;
+        let linked = match &self.name {
+            None => link_tmpfile(fd, parents.leaf(), name),
+            Some(tmp_name) => fcntl::renameat2(
+                Some(store.tmp.as_raw_fd()),
+                tmp_name.as_str(),
+                Some(parents.leaf()),
+                name,
+                RenameFlags::RENAME_NOREPLACE,
+            ),
+        };
+        match linked {
+            Ok(()) => self.published = true,
+            Err(Errno::EEXIST | Errno::ENOTDIR | Errno::EISDIR) => return Err(Error::Conflict),
+            Err(e) => return Err(Error::Io(e.into())),
+        }
+        file.close().await?;
+        // Then the new name (and any directory created for it) durable before the 201.
+        if let Some(g) = group {
+            g.commit().await?;
+        } else if store.sync {
+            for dir in parents.changed() {
+                let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
+                dirsync::sync_dir((st.st_dev, st.st_ino), dir).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        // An unnamed temporary vanishes with its last fd; a named one must be unlinked.
+        if let (false, false, Some(name)) = (self.published, self.persistent, &self.name) {
+            let _ = unlink_in(self.store.tmp.as_raw_fd(), name);
+        }
+    }
+}
