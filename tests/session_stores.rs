@@ -3,6 +3,8 @@
 
 mod common;
 
+use rstest::rstest;
+
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,7 +30,13 @@ fn begin(server: &Server, path: &str, data: &[u8], first: usize) -> String {
 }
 
 /// An upload started on one node is finished on another that shares the store and StoreDir.
-fn two_nodes(store: &StoreFixture) {
+#[rstest]
+#[case::redis(StoreKind::Redis)]
+#[case::postgres(StoreKind::Postgres)]
+#[case::mysql(StoreKind::Mysql)]
+fn two_nodes_share_the_store(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     let a = Server::with_config(&store.config);
     let b = Server::with_config(&format!("{}StoreDir = \"{}\"\n", store.config, a.store().display()));
     let data = pattern(3 << 20, 11);
@@ -55,30 +63,13 @@ fn two_nodes(store: &StoreFixture) {
     assert_eq!(got, [201, 409]);
 }
 
-#[test]
-fn two_nodes_share_redis() {
-    if let Some(store) = StoreFixture::redis() {
-        two_nodes(&store);
-    }
-}
-
-#[test]
-fn two_nodes_share_postgres() {
-    if let Some(store) = StoreFixture::postgres() {
-        two_nodes(&store);
-    }
-}
-
-#[test]
-fn two_nodes_share_mysql() {
-    if let Some(store) = StoreFixture::mysql() {
-        two_nodes(&store);
-    }
-}
-
 /// Redis stops mid-upload: the upload completes through the fallback database; Redis back:
 /// new sessions go to it again.
-fn redis_fails_over_to(db: StoreFixture) {
+#[rstest]
+#[case::postgres(StoreKind::Postgres)]
+#[case::mysql(StoreKind::Mysql)]
+fn redis_stopped_mid_upload_continues_on_the_database(#[case] kind: StoreKind) {
+    let Some(db) = kind.fixture() else { return };
     let Some(mut redis) = StoreFixture::redis() else { return };
     let (server, metrics) =
         Server::with_metrics(&format!("{}{}ResumableExpiration = 20\n", redis.config, db.config), &[]);
@@ -145,20 +136,6 @@ fn wait_metric(metrics: std::net::SocketAddr, line: &str) {
 }
 
 #[test]
-fn redis_stopped_mid_upload_continues_on_postgres() {
-    if let Some(db) = StoreFixture::postgres() {
-        redis_fails_over_to(db);
-    }
-}
-
-#[test]
-fn redis_stopped_mid_upload_continues_on_mysql() {
-    if let Some(db) = StoreFixture::mysql() {
-        redis_fails_over_to(db);
-    }
-}
-
-#[test]
 fn unreachable_stores_give_503_and_a_log_line_never_a_hang() {
     let cases = [
         ("RedisAddr = \"127.0.0.1:1\"\nMaxRetries = 0\nRetryDelay = 1\n", "Redis"),
@@ -193,7 +170,13 @@ fn unreachable_stores_give_503_and_a_log_line_never_a_hang() {
 /// line says what happened, and the upload finishes byte-exact without a restart. `lost`:
 /// the line a driver that notices the loss by itself writes (mysql_async's pool instead
 /// tests an idle connection before use and replaces it silently).
-fn dropped_connection(store: StoreFixture, lost: Option<&str>, names: &str) {
+#[rstest]
+#[case::redis(StoreKind::Redis, Some("Redis session store connection lost"))]
+#[case::postgres(StoreKind::Postgres, Some("PostgreSQL session store connection lost"))]
+#[case::mysql(StoreKind::Mysql, None)]
+fn a_dropped_store_connection_reconnects(#[case] kind: StoreKind, #[case] lost: Option<&str>) {
+    let Some(store) = kind.fixture() else { return };
+    let names = &store.named_in_logs();
     let server = Server::with_config(&format!("{}ResumableExpiration = 20\n", store.config));
     let data = pattern(2 << 20, 13);
     let path = unique("dropped.bin");
@@ -247,36 +230,16 @@ fn dropped_connection(store: StoreFixture, lost: Option<&str>, names: &str) {
     eprintln!("requests refused while reconnecting: {refused}");
 }
 
-#[test]
-fn dropped_redis_connection_reconnects() {
-    if let Some(store) = StoreFixture::redis() {
-        let named = format!("127.0.0.1:{}", store.redis_port());
-        dropped_connection(store, Some("Redis session store connection lost"), &named);
-    }
-}
-
-#[test]
-fn dropped_postgres_connection_reconnects() {
-    if let Some(store) = StoreFixture::postgres() {
-        dropped_connection(
-            store,
-            Some("PostgreSQL session store connection lost"),
-            "postgres@127.0.0.1:5432",
-        );
-    }
-}
-
-#[test]
-fn dropped_mysql_connection_reconnects() {
-    if let Some(store) = StoreFixture::mysql() {
-        dropped_connection(store, None, "root@127.0.0.1:3306");
-    }
-}
-
 /// The store hangs (Redis paused, the session's row locked by someone else): the request that
 /// needs it gets 503 within seconds and a log line naming the store, and the upload goes on
 /// once the store answers again.
-fn stalled(store: StoreFixture, names: &str) {
+#[rstest]
+#[case::redis(StoreKind::Redis)]
+#[case::postgres(StoreKind::Postgres)]
+#[case::mysql(StoreKind::Mysql)]
+fn a_stalled_store_gives_503_within_seconds(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let names = &store.named_in_logs();
     let server = Server::with_config(&store.config);
     let data = pattern(1 << 20, 14);
     let path = unique("stalled.bin");
@@ -307,26 +270,4 @@ fn stalled(store: StoreFixture, names: &str) {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(get(&server, &format!("/upload/{}", encode_path(&path))).1 == data);
-}
-
-#[test]
-fn stalled_redis_gives_503_within_seconds() {
-    if let Some(store) = StoreFixture::redis() {
-        let named = format!("127.0.0.1:{}", store.redis_port());
-        stalled(store, &named);
-    }
-}
-
-#[test]
-fn stalled_postgres_gives_503_within_seconds() {
-    if let Some(store) = StoreFixture::postgres() {
-        stalled(store, "postgres@127.0.0.1:5432");
-    }
-}
-
-#[test]
-fn stalled_mysql_gives_503_within_seconds() {
-    if let Some(store) = StoreFixture::mysql() {
-        stalled(store, "root@127.0.0.1:3306");
-    }
 }

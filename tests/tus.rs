@@ -8,249 +8,19 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rstest::rstest;
+use rstest_reuse::{apply, template};
 
 const MIB: usize = 1 << 20;
 
-// Every test of the resumable protocol runs against every session store.
-/// The suite against the embedded session store.
-mod embedded {
-    use super::common::StoreFixture;
-
-    #[test]
-    fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::tuspy_upload_cut_in_the_middle_resumes_byte_exact(&store);
-        }
-    }
-    #[test]
-    fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(&store);
-        }
-    }
-    #[test]
-    fn protocol_discovery_creation_head_patch_and_completion() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::protocol_discovery_creation_head_patch_and_completion(&store);
-        }
-    }
-    #[test]
-    fn checksum_mismatch_is_460_and_keeps_nothing() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::checksum_mismatch_is_460_and_keeps_nothing(&store);
-        }
-    }
-    #[test]
-    fn creation_is_authorized_by_the_upload_signature() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::creation_is_authorized_by_the_upload_signature(&store);
-        }
-    }
-    #[test]
-    fn forged_foreign_and_terminated_upload_urls_are_refused() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::forged_foreign_and_terminated_upload_urls_are_refused(&store);
-        }
-    }
-    #[test]
-    fn expired_uploads_are_refused_and_removed_with_their_data() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::expired_uploads_are_refused_and_removed_with_their_data(&store);
-        }
-    }
-    #[test]
-    fn concurrent_patches_to_one_upload_cannot_interleave() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::concurrent_patches_to_one_upload_cannot_interleave(&store);
-        }
-    }
-    #[test]
-    fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
-        if let Some(store) = StoreFixture::embedded() {
-            super::sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(&store);
-        }
-    }
-}
-
-/// The suite against the redis session store.
-mod redis {
-    use super::common::StoreFixture;
-
-    #[test]
-    fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
-        if let Some(store) = StoreFixture::redis() {
-            super::tuspy_upload_cut_in_the_middle_resumes_byte_exact(&store);
-        }
-    }
-    #[test]
-    fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
-        if let Some(store) = StoreFixture::redis() {
-            super::sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(&store);
-        }
-    }
-    #[test]
-    fn protocol_discovery_creation_head_patch_and_completion() {
-        if let Some(store) = StoreFixture::redis() {
-            super::protocol_discovery_creation_head_patch_and_completion(&store);
-        }
-    }
-    #[test]
-    fn checksum_mismatch_is_460_and_keeps_nothing() {
-        if let Some(store) = StoreFixture::redis() {
-            super::checksum_mismatch_is_460_and_keeps_nothing(&store);
-        }
-    }
-    #[test]
-    fn creation_is_authorized_by_the_upload_signature() {
-        if let Some(store) = StoreFixture::redis() {
-            super::creation_is_authorized_by_the_upload_signature(&store);
-        }
-    }
-    #[test]
-    fn forged_foreign_and_terminated_upload_urls_are_refused() {
-        if let Some(store) = StoreFixture::redis() {
-            super::forged_foreign_and_terminated_upload_urls_are_refused(&store);
-        }
-    }
-    #[test]
-    fn expired_uploads_are_refused_and_removed_with_their_data() {
-        if let Some(store) = StoreFixture::redis() {
-            super::expired_uploads_are_refused_and_removed_with_their_data(&store);
-        }
-    }
-    #[test]
-    fn concurrent_patches_to_one_upload_cannot_interleave() {
-        if let Some(store) = StoreFixture::redis() {
-            super::concurrent_patches_to_one_upload_cannot_interleave(&store);
-        }
-    }
-    #[test]
-    fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
-        if let Some(store) = StoreFixture::redis() {
-            super::sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(&store);
-        }
-    }
-}
-
-/// The suite against the postgres session store.
-mod postgres {
-    use super::common::StoreFixture;
-
-    #[test]
-    fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::tuspy_upload_cut_in_the_middle_resumes_byte_exact(&store);
-        }
-    }
-    #[test]
-    fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(&store);
-        }
-    }
-    #[test]
-    fn protocol_discovery_creation_head_patch_and_completion() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::protocol_discovery_creation_head_patch_and_completion(&store);
-        }
-    }
-    #[test]
-    fn checksum_mismatch_is_460_and_keeps_nothing() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::checksum_mismatch_is_460_and_keeps_nothing(&store);
-        }
-    }
-    #[test]
-    fn creation_is_authorized_by_the_upload_signature() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::creation_is_authorized_by_the_upload_signature(&store);
-        }
-    }
-    #[test]
-    fn forged_foreign_and_terminated_upload_urls_are_refused() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::forged_foreign_and_terminated_upload_urls_are_refused(&store);
-        }
-    }
-    #[test]
-    fn expired_uploads_are_refused_and_removed_with_their_data() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::expired_uploads_are_refused_and_removed_with_their_data(&store);
-        }
-    }
-    #[test]
-    fn concurrent_patches_to_one_upload_cannot_interleave() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::concurrent_patches_to_one_upload_cannot_interleave(&store);
-        }
-    }
-    #[test]
-    fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
-        if let Some(store) = StoreFixture::postgres() {
-            super::sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(&store);
-        }
-    }
-}
-
-/// The suite against the mysql session store.
-mod mysql {
-    use super::common::StoreFixture;
-
-    #[test]
-    fn tuspy_upload_cut_in_the_middle_resumes_byte_exact() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::tuspy_upload_cut_in_the_middle_resumes_byte_exact(&store);
-        }
-    }
-    #[test]
-    fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(&store);
-        }
-    }
-    #[test]
-    fn protocol_discovery_creation_head_patch_and_completion() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::protocol_discovery_creation_head_patch_and_completion(&store);
-        }
-    }
-    #[test]
-    fn checksum_mismatch_is_460_and_keeps_nothing() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::checksum_mismatch_is_460_and_keeps_nothing(&store);
-        }
-    }
-    #[test]
-    fn creation_is_authorized_by_the_upload_signature() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::creation_is_authorized_by_the_upload_signature(&store);
-        }
-    }
-    #[test]
-    fn forged_foreign_and_terminated_upload_urls_are_refused() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::forged_foreign_and_terminated_upload_urls_are_refused(&store);
-        }
-    }
-    #[test]
-    fn expired_uploads_are_refused_and_removed_with_their_data() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::expired_uploads_are_refused_and_removed_with_their_data(&store);
-        }
-    }
-    #[test]
-    fn concurrent_patches_to_one_upload_cannot_interleave() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::concurrent_patches_to_one_upload_cannot_interleave(&store);
-        }
-    }
-    #[test]
-    fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins() {
-        if let Some(store) = StoreFixture::mysql() {
-            super::sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(&store);
-        }
-    }
-}
+/// Every test of the resumable protocol runs against every session store.
+#[template]
+#[rstest]
+#[case::embedded(StoreKind::Embedded)]
+#[case::redis(StoreKind::Redis)]
+#[case::postgres(StoreKind::Postgres)]
+#[case::mysql(StoreKind::Mysql)]
+fn stores(#[case] kind: StoreKind) {}
 
 /// Send a raw HEAD request and read its answer's head.
 fn raw_head(server: &Server, request: &str) -> Response {
@@ -316,7 +86,10 @@ fn parts(server: &Server) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn tuspy_upload_cut_in_the_middle_resumes_byte_exact(store: &StoreFixture) {
+#[apply(stores)]
+fn tuspy_upload_cut_in_the_middle_resumes_byte_exact(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     if !have_tuspy() {
         return;
     }
@@ -362,7 +135,10 @@ fn tuspy_upload_cut_in_the_middle_resumes_byte_exact(store: &StoreFixture) {
     assert!(!server.log().contains(id), "the log holds a whole upload URL");
 }
 
-fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(store: &StoreFixture) {
+#[apply(stores)]
+fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     if !have_tuspy() {
         return;
     }
@@ -417,7 +193,10 @@ fn sigkill_mid_upload_then_the_client_resumes_from_the_reported_offset(store: &S
     assert!(body == data, "the downloaded file differs from the upload");
 }
 
-fn protocol_discovery_creation_head_patch_and_completion(store: &StoreFixture) {
+#[apply(stores)]
+fn protocol_discovery_creation_head_patch_and_completion(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     let server = Server::with_config(&store.config);
     // Discovery.
     let r = raw(server.addr, b"OPTIONS /upload/ HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -531,7 +310,10 @@ fn protocol_discovery_creation_head_patch_and_completion(store: &StoreFixture) {
     assert_eq!(r.status, 409);
 }
 
-fn checksum_mismatch_is_460_and_keeps_nothing(store: &StoreFixture) {
+#[apply(stores)]
+fn checksum_mismatch_is_460_and_keeps_nothing(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     let server = Server::with_config(&store.config);
     let data = pattern(200_000, 9);
     let path = unique("doc.pdf");
@@ -552,7 +334,10 @@ fn checksum_mismatch_is_460_and_keeps_nothing(store: &StoreFixture) {
     assert_eq!(get(&server, &format!("/upload/{}", encode_path(&path))).1, data);
 }
 
-fn creation_is_authorized_by_the_upload_signature(store: &StoreFixture) {
+#[apply(stores)]
+fn creation_is_authorized_by_the_upload_signature(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     let server = Server::with_config(&store.config);
     let path = unique("a.png");
     let target = server.put_target(&path, 1000, Some("image/png"), Proto::V2);
@@ -652,7 +437,10 @@ fn id_of(loc: &str) -> &str {
     loc.rsplit('/').next().unwrap()
 }
 
-fn forged_foreign_and_terminated_upload_urls_are_refused(store: &StoreFixture) {
+#[apply(stores)]
+fn forged_foreign_and_terminated_upload_urls_are_refused(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     let server = Server::with_config(&store.config);
     let path = unique("clip.ogg");
     let loc = create(&server, &path, 100, None);
@@ -695,7 +483,10 @@ fn forged_foreign_and_terminated_upload_urls_are_refused(store: &StoreFixture) {
     assert!(parts(&server).contains(&format!("tus_{id}")));
 }
 
-fn expired_uploads_are_refused_and_removed_with_their_data(store: &StoreFixture) {
+#[apply(stores)]
+fn expired_uploads_are_refused_and_removed_with_their_data(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     let server = Server::with_config(&format!("{}ResumableExpiration = 2", store.config));
     let path = unique("clip.ogg");
     let loc = create(&server, &path, 100, None);
@@ -717,7 +508,10 @@ fn expired_uploads_are_refused_and_removed_with_their_data(store: &StoreFixture)
     assert_eq!(get(&server, &format!("/upload/{}", encode_path(&path))).0, 404);
 }
 
-fn concurrent_patches_to_one_upload_cannot_interleave(store: &StoreFixture) {
+#[apply(stores)]
+fn concurrent_patches_to_one_upload_cannot_interleave(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     let server = Server::with_config(&store.config);
     let len = 2 * MIB;
     let path = unique("race.bin");
@@ -746,7 +540,10 @@ fn concurrent_patches_to_one_upload_cannot_interleave(store: &StoreFixture) {
     assert!(body == first, "bytes of the second PATCH got in");
 }
 
-fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(store: &StoreFixture) {
+#[apply(stores)]
+fn sessions_survive_a_restart_and_a_path_that_appeared_meanwhile_wins(#[case] kind: StoreKind) {
+    let Some(store) = kind.fixture() else { return };
+    let store = &store;
     let mut server = Server::with_config(&store.config);
     let path = unique("report.odt");
     let data = pattern(300_000, 4);
