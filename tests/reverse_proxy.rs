@@ -1,4 +1,4 @@
-//! The README's nginx TLS reverse proxy in front of a real server, driven with curl: signed
+//! The nginx TLS reverse proxy of docs/operations.md in front of a real server, driven with curl: signed
 //! paths arrive untouched (encoded non-ASCII included), large bodies stream through, refusals
 //! and CORS headers reach the client unchanged.
 mod common;
@@ -8,16 +8,13 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// The README's nginx server block (section "Behind a TLS reverse proxy"), between its markers.
-fn readme_snippet() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    let start = readme
-        .find("# nginx-proxy-begin")
-        .expect("README nginx snippet start marker");
-    let end = readme
-        .find("# nginx-proxy-end")
-        .expect("README nginx snippet end marker");
-    readme[start..end].to_owned()
+/// The nginx server block of docs/operations.md ("Behind a TLS reverse proxy"), between its markers.
+fn documented_server_block() -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .expect("docs/operations.md");
+    let start = doc.find("# nginx-proxy-begin").expect("nginx snippet start marker");
+    let end = doc.find("# nginx-proxy-end").expect("nginx snippet end marker");
+    doc[start..end].to_owned()
 }
 
 /// curl through the proxy: (status, headers and body as text).
@@ -43,14 +40,14 @@ fn curl(n: &Nginx, args: &[&str], target: &str) -> (u16, String) {
 }
 
 #[test]
-fn uploads_and_downloads_through_the_readme_nginx_proxy() {
+fn uploads_and_downloads_through_the_documented_nginx_proxy() {
     if !require("nginx", Path::new("/usr/sbin/nginx").exists() || on_path("nginx"))
         || !require("curl and openssl", on_path("curl") && on_path("openssl"))
     {
         return;
     }
     let s = Server::start();
-    let n = Nginx::readme_tls(&s, &readme_snippet());
+    let n = Nginx::tls(&s, &documented_server_block());
     let files = tempfile::tempdir().expect("tempdir");
 
     // A large body with a non-ASCII, space-containing name: streamed, path passed untouched.

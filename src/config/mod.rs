@@ -143,7 +143,7 @@ pub struct Config {
     /// Uploads one client IP may have in progress at once; 0 = no limit.
     #[serde(rename = "MaxConcurrentUploadsPerIP")]
     pub max_concurrent_uploads_per_ip: u32,
-    /// tus 1.0 resumable uploads under the upload prefix (README "Resumable uploads").
+    /// tus 1.0 resumable uploads under the upload prefix (docs/protocol.md, "Resumable uploads").
     #[serde(rename = "ResumableUploads")]
     pub resumable_uploads: bool,
     /// Seconds an unfinished resumable upload lives after its last progress; then it and its

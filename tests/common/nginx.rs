@@ -31,9 +31,9 @@ impl Drop for Nginx {
 }
 
 impl Nginx {
-    /// The README's TLS server block (between its markers) in front of `upstream`, with a
+    /// A TLS server block (docs/operations.md's, between its markers) in front of `upstream`, with a
     /// fresh self-signed certificate for `localhost`.
-    pub fn readme_tls(upstream: &Server, server_block: &str) -> Nginx {
+    pub fn tls(upstream: &Server, server_block: &str) -> Nginx {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let ok = Command::new("openssl")
