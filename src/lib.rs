@@ -26,4 +26,5 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod node;
 pub mod sync;

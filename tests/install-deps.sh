@@ -32,6 +32,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The system calls the server makes, checked against the unit's filter (tests/contrib.rs).
 command -v strace >/dev/null 2>&1 || need+=(strace)
+# Routes a test IPv6 prefix to lo, so per-/64 limits can be tried (tests/limits.rs).
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
   $sudo apt-get update -qq

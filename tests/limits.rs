@@ -147,3 +147,76 @@ fn connection_cap_answers_503() {
     }
     assert!(s.wait_log("MaxConnections (3) reached"), "{}", s.log());
 }
+
+/// A /48 of unique-local addresses routed to the loopback interface ("AnyIP"), so a test client
+/// can connect from any of its addresses with IPV6_FREEBIND. Needs root; under CI it must work.
+const TEST_PREFIX: &str = "fd48:6d61:6366";
+
+fn route_test_prefix() -> bool {
+    let ok = std::process::Command::new("ip")
+        .args([
+            "-6",
+            "route",
+            "replace",
+            "local",
+            &format!("{TEST_PREFIX}::/48"),
+            "dev",
+            "lo",
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot route {TEST_PREFIX}::/48 to lo (needs root and the ip tool)"
+        );
+        eprintln!("skipped: cannot route {TEST_PREFIX}::/48 to lo (needs root)");
+    }
+    ok
+}
+
+/// One HEAD on a fresh connection from `source` to the server's IPv6 loopback address.
+fn head_from(source: &str, port: u16, target: &str) -> Response {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::STREAM, None).expect("socket");
+    s.set_freebind_v6(true).expect("IPV6_FREEBIND");
+    let from: std::net::SocketAddr = format!("[{source}]:0").parse().unwrap();
+    s.bind(&from.into()).expect("bind the source address");
+    let to: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    s.connect(&to.into()).expect("connect");
+    let mut c: std::net::TcpStream = s.into();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(format!("HEAD {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    read_response(&mut c, true).expect("answer")
+}
+
+#[test]
+fn ipv6_clients_are_limited_per_64() {
+    if !route_test_prefix() {
+        return;
+    }
+    // Dual-stack: the fixture's readiness check connects over IPv4.
+    let s = Server::with_config("ListenPort = \"[::]:{port}\"\nMaxRequestsPerSecondPerIP = 5");
+    let port = s.addr.port();
+    let path = unique("v6.txt");
+    assert_eq!(put(&s, &s.put_target(&path, 2, None, Proto::V), b"hi", None), 201);
+    let target = format!("/upload/{}", encode_path(&path));
+    // Twenty connections, each from a fresh address in one /64: one bucket of five.
+    let burst_started = Instant::now();
+    let statuses: Vec<u16> = (1..=20)
+        .map(|n| head_from(&format!("{TEST_PREFIX}:7::{n:x}:1"), port, &target).status)
+        .collect();
+    let refilled = (burst_started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
+    let ok = statuses.iter().filter(|&&st| st == 200).count();
+    let limited = statuses.iter().filter(|&&st| st == 429).count();
+    assert_eq!(ok + limited, 20, "{statuses:?}");
+    assert!(
+        ok <= 5 + refilled,
+        "{ok} of 20 addresses in one /64 passed: {statuses:?}"
+    );
+    assert!(limited > 0, "{statuses:?}");
+    // The neighbouring /64 is another client with its own bucket.
+    assert_eq!(head_from(&format!("{TEST_PREFIX}:8::1"), port, &target).status, 200);
+}

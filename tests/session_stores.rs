@@ -4,41 +4,89 @@
 mod common;
 
 use rstest::rstest;
+use rstest_reuse::apply;
 
 use std::time::{Duration, Instant};
 
 use common::*;
 
 fn create(server: &Server, path: &str, len: usize) -> Response {
-    let target = server.put_target(path, len as u64, None, Proto::V);
-    tus(server, "POST", &target, &format!("Upload-Length: {len}\r\n"), b"")
+    tus_create(server, path, len)
 }
 
 fn patch(server: &Server, loc: &str, offset: usize, body: &[u8]) -> Response {
     tus_patch(server, loc, offset as u64, body, "")
 }
 
-/// Create a resumable upload of `data` to `path` and send its first `first` bytes; its URL.
 fn begin(server: &Server, path: &str, data: &[u8], first: usize) -> String {
-    let r = create(server, path, data.len());
-    assert_eq!(r.status, 201, "{r:?}");
-    let loc = r.header("Location").unwrap().to_owned();
-    if first > 0 {
-        assert_eq!(patch(server, &loc, 0, &data[..first]).status, 204);
+    tus_begin(server, path, data, first)
+}
+
+/// Each shared store keeps the lock rules the embedded store's unit tests check (one
+/// definition, `session::conformance::locks`): who may take, renew and release a lock, a
+/// restarted node taking over its own, a lapsed lease taken over by another node.
+#[rstest]
+#[case::redis(StoreKind::Redis, false)]
+#[case::postgres(StoreKind::Postgres, false)]
+#[case::mysql(StoreKind::Mysql, false)]
+#[case::redis_over_postgres(StoreKind::Postgres, true)]
+#[case::redis_over_mysql(StoreKind::Mysql, true)]
+fn stores_keep_the_lock_rules(#[case] kind: StoreKind, #[case] redis_in_front: bool) {
+    use hmac_file_server::{config::Config, session};
+    let Some(store) = kind.fixture() else { return };
+    let redis = if redis_in_front { StoreFixture::redis() } else { None };
+    if redis_in_front && redis.is_none() {
+        return;
     }
-    loc
+    // Both fixtures set RetryDelay; a TOML document may set it once.
+    let redis_lines = redis.as_ref().map_or(String::new(), |r| {
+        r.config
+            .lines()
+            .filter(|l| !l.starts_with("RetryDelay"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+    let text = format!("{}{redis_lines}", store.config);
+    let config =
+        Config::parse_with_secret(&text, Some("conformance-secret-0123456789".into())).expect("the fixture's config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        let shared = session::open_shared(&config)
+            .await
+            .expect("open the store")
+            .expect("a shared store");
+        let now = session::unix_now();
+        let s = session::Session {
+            id: format!("conformance-{}", nanos()),
+            path: unique("locks.bin"),
+            length: 10,
+            offset: 0,
+            content_type: "application/octet-stream".into(),
+            metadata: String::new(),
+            expires: now + 3600,
+        };
+        shared.create(&s, now).await.expect("create");
+        let backend = shared.backend();
+        // With the database behind it, the failover store answers through Redis while it is up.
+        assert_eq!(
+            backend == "redis",
+            redis_in_front || kind == StoreKind::Redis,
+            "{backend}"
+        );
+        session::conformance::locks(&*shared, &s.id).await;
+        shared.remove(&s.id).await.expect("remove");
+    });
 }
 
 /// An upload started on one node is finished on another that shares the store and StoreDir.
-#[rstest]
-#[case::redis(StoreKind::Redis)]
-#[case::postgres(StoreKind::Postgres)]
-#[case::mysql(StoreKind::Mysql)]
+#[apply(shared_stores)]
 fn two_nodes_share_the_store(#[case] kind: StoreKind) {
     let Some(store) = kind.fixture() else { return };
-    let store = &store;
-    let a = Server::with_config(&store.config);
-    let b = Server::with_config(&format!("{}StoreDir = \"{}\"\n", store.config, a.store().display()));
+    // Two processes on one host: each its own NodeId.
+    let (a, b) = store.two_nodes();
     let data = pattern(3 << 20, 11);
     let path = unique("shared.bin");
     let loc = begin(&a, &path, &data, 1 << 20);
@@ -61,6 +109,35 @@ fn two_nodes_share_the_store(#[case] kind: StoreKind) {
     let mut got = [ra, rb];
     got.sort();
     assert_eq!(got, [201, 409]);
+}
+
+/// A second live process under a running node's name (same host, same NodeId, same StoreDir)
+/// would take over its write locks as if it had died: it is refused at start, naming the key.
+#[test]
+fn a_node_name_runs_once() {
+    let Some(store) = StoreFixture::redis() else { return };
+    let a = Server::with_config(&format!("{}NodeId = \"same\"\n", store.config));
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        d.path(),
+        &format!(
+            "Secret = \"{SECRET}\"\nStoreDir = \"{}\"\nListenPort = \"127.0.0.1:{}\"\nNodeId = \"same\"\n{}",
+            a.store().display(),
+            free_port(),
+            store.config
+        ),
+    );
+    let (code, _, err) = run(&["--config", &cfg]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("NodeId"), "{err}");
+    // The node itself goes on serving; killed, its name is free at once (tests/resume.rs
+    // restarts nodes after SIGKILL the same way).
+    let path = unique("still.bin");
+    assert_eq!(put(&a, &a.put_target(&path, 2, None, Proto::V), b"ok", None), 201);
+    let mut a = a;
+    a.kill_hard();
+    a.restart();
+    assert_eq!(get(&a, &format!("/upload/{}", encode_path(&path))).1, b"ok");
 }
 
 /// Redis stops mid-upload: the upload completes through the fallback database; Redis back:
@@ -233,10 +310,7 @@ fn a_dropped_store_connection_reconnects(#[case] kind: StoreKind, #[case] lost: 
 /// The store hangs (Redis paused, the session's row locked by someone else): the request that
 /// needs it gets 503 within seconds and a log line naming the store, and the upload goes on
 /// once the store answers again.
-#[rstest]
-#[case::redis(StoreKind::Redis)]
-#[case::postgres(StoreKind::Postgres)]
-#[case::mysql(StoreKind::Mysql)]
+#[apply(shared_stores)]
 fn a_stalled_store_gives_503_within_seconds(#[case] kind: StoreKind) {
     let Some(store) = kind.fixture() else { return };
     let names = &store.named_in_logs();

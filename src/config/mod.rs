@@ -85,6 +85,10 @@ pub struct Config {
     pub file_mode: u32,
     #[serde(rename = "DirMode")]
     pub dir_mode: u32,
+    /// This node's name among those sharing a session store, after its host name (for several
+    /// servers on one host). One process at a time may run as a node.
+    #[serde(rename = "NodeId")]
+    pub node_id: String,
     /// Worker threads, each with its own io_uring runtime and listener; 0 = one per core.
     #[serde(rename = "Workers")]
     pub workers: usize,
@@ -183,6 +187,7 @@ impl Default for Config {
             graceful_shutdown_timeout: 10,
             unix_socket_mode: 0o660,
             file_mode: 0o640,
+            node_id: String::new(),
             dir_mode: 0o750,
             workers: 0,
             sync_writes: true,
@@ -338,6 +343,14 @@ impl Config {
         }
         if self.unix_socket_mode > 0o777 {
             return invalid("UnixSocketMode", "must be a permission mode such as 0o660");
+        }
+        if self.node_id.len() > 64
+            || !self
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return invalid("NodeId", "must be at most 64 letters, digits, '-', '_' or '.'");
         }
         if self.file_mode > 0o777 || self.file_mode & 0o600 != 0o600 {
             return invalid(

@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::handlers::tus;
 use crate::session::embedded::{Embedded, OpenError};
-use crate::session::{self, Sessions};
+use crate::session::{self, Node, Sessions};
 use crate::storage::Store;
 
 /// The side thread's runtime, built before the workers so the session store can be opened
@@ -33,16 +33,21 @@ pub fn open_sessions(
     side: &tokio::runtime::Runtime,
 ) -> Result<Option<Sessions>, StartError> {
     let handle = side.handle().clone();
+    let node = Node::this(&config.node_id);
     if let Some(shared) = side
         .block_on(session::open_shared(config))
         .map_err(StartError::Sessions)?
     {
-        tracing::info!(backend = shared.backend(), "session store");
-        return Ok(Some(Sessions::new(handle, shared)));
+        // The nodes share StoreDir: no second live process may run under this node's name.
+        let claim = node
+            .claim(&store.root_path().join(crate::path::RESERVED_DIR).join("nodes"))
+            .map_err(|e| StartError::Sessions(e.to_string()))?;
+        tracing::info!(backend = shared.backend(), node = %node.name, generation = node.generation, "session store");
+        return Ok(Some(Sessions::new(handle, shared, node).holding(claim)));
     }
     let dir = store.root_path().join(crate::path::RESERVED_DIR).join("sessions");
     match Embedded::open(&dir) {
-        Ok(embedded) => Ok(Some(Sessions::new(handle, Arc::new(embedded)))),
+        Ok(embedded) => Ok(Some(Sessions::new(handle, Arc::new(embedded), node))),
         Err(e @ OpenError::InUse { .. }) => {
             tracing::error!(error = %e, "resumable uploads are unavailable on this node (503): give each server its own StoreDir or a shared session store");
             Ok(None)
@@ -73,8 +78,10 @@ pub fn start(app: Arc<App>, runtime: tokio::runtime::Runtime) -> Result<std::thr
         .spawn(move || {
             runtime.block_on(async move {
                 if let Some(sessions) = app.sessions.clone() {
-                    let app = app.clone();
-                    tokio::spawn(async move { sweep_forever(&app, &sessions).await });
+                    let (probing, probed) = (app.clone(), sessions.clone());
+                    tokio::spawn(async move { probe_forever(&probing, &probed).await });
+                    let sweeping = app.clone();
+                    tokio::spawn(async move { sweep_forever(&sweeping, &sessions).await });
                 }
                 match listener {
                     Some((addr, listener)) => crate::ops::serve_port(app, addr, listener, started).await,
@@ -85,13 +92,14 @@ pub fn start(app: Arc<App>, runtime: tokio::runtime::Runtime) -> Result<std::thr
         .map_err(|e| StartError::Worker(e.to_string()))
 }
 
-/// Expired resumable uploads go away within a tenth of ResumableExpiration (at most a minute);
-/// the session store is probed as often, which also brings a failed-over primary back.
-async fn sweep_forever(app: &App, sessions: &Sessions) {
-    let every = Duration::from_secs((app.config.resumable_expiration / 10).clamp(1, 60));
+/// The session store is asked every `PROBE_EVERY` whether it answers: for `/ready`, the metrics
+/// and the log, and, after a failover, to bring the primary back (new sessions go to it again
+/// within a probe of its return).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+async fn probe_forever(app: &App, sessions: &Sessions) {
     let mut was_up = true;
     loop {
-        tus::sweep(app, sessions).await;
         let ping = sessions.store().ping().await;
         let backend = sessions.backend();
         // Transitions only: a store that stays down is not worth a line per round.
@@ -104,6 +112,15 @@ async fn sweep_forever(app: &App, sessions: &Sessions) {
         }
         was_up = ping.is_ok();
         app.metrics.set_session_store(backend, was_up);
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// Expired resumable uploads go away within a tenth of ResumableExpiration (at most a minute).
+async fn sweep_forever(app: &App, sessions: &Sessions) {
+    let every = Duration::from_secs((app.config.resumable_expiration / 10).clamp(1, 60));
+    loop {
+        tus::sweep(app, sessions).await;
         tokio::time::sleep(every).await;
     }
 }

@@ -8,7 +8,6 @@
 //! open for writing between changes (the journal is opened per append), so StoreDir's
 //! filesystem can still be remounted read-only under a running server.
 
-use nix::fcntl::{Flock, FlockArg};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Session, SessionStore, StoreError, StoreResult};
+use super::{Owner, Session, SessionStore, StoreError, StoreResult};
 
 const BACKEND: &str = "embedded";
 const JOURNAL: &str = "journal";
@@ -44,8 +43,8 @@ struct Inner {
     /// Path → id of the newest session targeting it.
     by_path: HashMap<String, String>,
     /// id → (owner, lease end).
-    locks: HashMap<String, (String, Instant)>,
-    _flock: Flock<File>,
+    locks: HashMap<String, (Owner, Instant)>,
+    _flock: crate::node::Hold,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,23 +70,10 @@ impl Embedded {
             .map_err(io_err)?;
         // Also where an earlier version created it more open.
         fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(io_err)?;
-        let lock_path = dir.join("lock");
-        if !lock_path.exists() {
-            private_file(&lock_path).map_err(io_err)?;
-        }
-        let mut file = File::open(&lock_path).map_err(io_err)?;
         // A predecessor killed a moment ago may still be going away: give it a little time.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let flock = loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => break lock,
-                Err((f, _)) if Instant::now() < deadline => {
-                    file = f;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(_) => return Err(OpenError::InUse { dir: dir.to_owned() }),
-            }
-        };
+        let flock = crate::node::hold_exclusive(&dir.join("lock"), Duration::from_secs(2))
+            .map_err(io_err)?
+            .ok_or_else(|| OpenError::InUse { dir: dir.to_owned() })?;
         let sessions = replay(&dir.join(JOURNAL)).map_err(io_err)?;
         rewrite(dir, &sessions).map_err(io_err)?;
         let mut by_path = HashMap::new();
@@ -266,19 +252,31 @@ impl SessionStore for Embedded {
         Ok(lock(&self.inner).sessions.get(id).cloned())
     }
 
-    async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool> {
+    async fn lock(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
         let mut inner = lock(&self.inner);
         let now = Instant::now();
         if let Some((holder, until)) = inner.locks.get(id) {
-            if holder != owner && *until > now {
+            if holder != owner && *until > now && !owner.supersedes(holder) {
                 return Ok(false);
             }
         }
-        inner.locks.insert(id.to_owned(), (owner.to_owned(), now + lease));
+        inner.locks.insert(id.to_owned(), (owner.clone(), now + lease));
         Ok(true)
     }
 
-    async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()> {
+    async fn renew(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        match inner.locks.get_mut(id) {
+            Some((holder, until)) if holder == owner => {
+                *until = now + lease;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn unlock(&self, id: &str, owner: &Owner) -> StoreResult<()> {
         let mut inner = lock(&self.inner);
         if inner.locks.get(id).is_some_and(|(holder, _)| holder == owner) {
             inner.locks.remove(id);
@@ -342,7 +340,10 @@ mod tests {
     }
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -394,15 +395,7 @@ mod tests {
             ));
             // Once the first has expired, the path is free again.
             s.create(&session("b", "p", 0), 1000).await.unwrap();
-            let lease = Duration::from_secs(60);
-            assert!(s.lock("b", "x", lease).await.unwrap());
-            assert!(!s.lock("b", "y", lease).await.unwrap());
-            assert!(s.lock("b", "x", lease).await.unwrap(), "the holder renews");
-            s.unlock("b", "y").await.unwrap();
-            assert!(!s.lock("b", "y", lease).await.unwrap(), "only the holder unlocks");
-            s.unlock("b", "x").await.unwrap();
-            assert!(s.lock("b", "y", Duration::ZERO).await.unwrap());
-            assert!(s.lock("b", "z", lease).await.unwrap(), "an expired lease is taken over");
+            super::super::conformance::locks(&s, "b").await;
             assert_eq!(s.expired(1001).await.unwrap().len(), 2);
         });
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Session, SessionStore, StoreError, StoreResult};
+use super::{Owner, Session, SessionStore, StoreError, StoreResult};
 
 pub struct Failover {
     primary: Arc<dyn SessionStore>,
@@ -122,11 +122,42 @@ impl SessionStore for Failover {
         }
     }
 
-    async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool> {
-        self.either(|s| s.lock(id, owner, lease)).await
+    /// Taken on the primary and mirrored to the fallback, so that a writer is excluded on both:
+    /// a lock taken on the fallback while the primary was away still holds once it is back,
+    /// and a lock taken now still holds if the primary goes away again.
+    async fn lock(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
+        if !self.down() {
+            match self.primary.lock(id, owner, lease).await {
+                Ok(true) => {
+                    if let Ok(false) = self.fallback.lock(id, owner, lease).await {
+                        let _ = self.primary.unlock(id, owner).await;
+                        return Ok(false);
+                    }
+                    return Ok(true);
+                }
+                Err(e @ StoreError::Unavailable { .. }) => self.mark_down(&e),
+                other => return other,
+            }
+        }
+        self.fallback.lock(id, owner, lease).await
     }
 
-    async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()> {
+    async fn renew(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
+        if !self.down() {
+            match self.primary.renew(id, owner, lease).await {
+                Ok(true) => {
+                    // The mirror, so the lease also holds on the fallback should Redis go away.
+                    let _ = self.fallback.renew(id, owner, lease).await;
+                    return Ok(true);
+                }
+                Err(e @ StoreError::Unavailable { .. }) => self.mark_down(&e),
+                other => return other,
+            }
+        }
+        self.fallback.renew(id, owner, lease).await
+    }
+
+    async fn unlock(&self, id: &str, owner: &Owner) -> StoreResult<()> {
         // Wherever it was taken.
         let _ = self.fallback.unlock(id, owner).await;
         self.either(|s| s.unlock(id, owner)).await

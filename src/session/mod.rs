@@ -6,6 +6,7 @@
 //! side runtime's task queue and awaits the reply on a oneshot channel, so a slow store
 //! delays only the resumable request that asked, and plain PUT/GET never touch it.
 
+pub mod conformance;
 pub mod embedded;
 pub mod failover;
 pub mod redis;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::node::Node;
 
 /// One resumable upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +49,53 @@ impl Session {
     }
 }
 
+/// Who holds an upload's write lock: a node (its host name, plus `NodeId` when set), the start
+/// of that node's process (`generation`, Unix milliseconds) and one request of it (`token`).
+/// A node that restarts takes over the locks of its own earlier generations at once: their
+/// process is gone, since one process at a time runs as a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub node: String,
+    pub generation: u64,
+    pub token: String,
+}
+
+impl Owner {
+    /// `node|generation|token`, how the stores keep it (a node name never holds `|`).
+    pub fn encode(&self) -> String {
+        format!("{}|{}|{}", self.node, self.generation, self.token)
+    }
+
+    pub fn decode(s: &str) -> Option<Owner> {
+        let mut parts = s.splitn(3, '|');
+        let node = parts.next()?.to_owned();
+        let generation = parts.next()?.parse().ok()?;
+        let token = parts.next()?.to_owned();
+        Some(Owner {
+            node,
+            generation,
+            token,
+        })
+    }
+
+    /// A fresh owner for one request of this node.
+    pub fn of(node: &Node) -> std::io::Result<Owner> {
+        let mut token = [0u8; 16];
+        getrandom::fill(&mut token).map_err(std::io::Error::from)?;
+        Ok(Owner {
+            node: node.name.clone(),
+            generation: node.generation,
+            token: hex::encode(token),
+        })
+    }
+
+    /// Whether this owner may take a lock `holder` holds unexpired: only from an earlier
+    /// generation of the same node (a process of ours that has died).
+    pub fn supersedes(&self, holder: &Owner) -> bool {
+        self.node == holder.node && self.generation > holder.generation
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// An unexpired session already targets this path.
@@ -66,11 +116,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Record a new session; `PathBusy` if an unexpired one already targets its path.
     async fn create(&self, session: &Session, now: u64) -> StoreResult<()>;
     async fn get(&self, id: &str) -> StoreResult<Option<Session>>;
-    /// Take (or renew) the session's write lock for `owner` for `lease`; false if another
-    /// owner holds an unexpired lease.
-    async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool>;
+    /// Take the session's write lock for `owner` for `lease`: when nobody holds it, its lease
+    /// ran out, `owner` holds it already, or `owner` supersedes the holder (an earlier
+    /// generation of its own node). False otherwise.
+    async fn lock(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool>;
+    /// Extend `owner`'s lease to `lease` from now, only while the lock is still `owner`'s (its
+    /// lease may have run out if nobody took it meanwhile): a writer whose lock was taken, or
+    /// released, learns it here before it writes again.
+    async fn renew(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool>;
     /// Release the lock if `owner` still holds it.
-    async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()>;
+    async fn unlock(&self, id: &str, owner: &Owner) -> StoreResult<()>;
     /// Move the offset from `from` to `to` and set the expiry, durably, only if the offset is
     /// still `from`; false (and nothing changed) otherwise.
     async fn advance(&self, id: &str, from: u64, to: u64, expires: u64) -> StoreResult<bool>;
@@ -86,11 +141,66 @@ pub trait SessionStore: Send + Sync + 'static {
 pub struct Sessions {
     side: tokio::runtime::Handle,
     store: Arc<dyn SessionStore>,
+    node: Arc<Node>,
+    /// Requests of this process that are about to write to an upload (id → how many), counted
+    /// from the moment their head is parsed: before they reach the store's lock.
+    writers: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// The node's claim on its name in a shared StoreDir, held as long as the sessions are.
+    _claim: Option<Arc<crate::node::Hold>>,
+}
+
+/// A request counted among an upload's writers for as long as it lives.
+pub struct Writer {
+    writers: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    id: String,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let mut w = crate::sync::lock(&self.writers);
+        if let Some(n) = w.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl Sessions {
-    pub fn new(side: tokio::runtime::Handle, store: Arc<dyn SessionStore>) -> Sessions {
-        Sessions { side, store }
+    pub fn new(side: tokio::runtime::Handle, store: Arc<dyn SessionStore>, node: Node) -> Sessions {
+        Sessions {
+            side,
+            store,
+            node: Arc::new(node),
+            writers: Default::default(),
+            _claim: None,
+        }
+    }
+
+    /// Keep `claim` (the node's hold on its name) for as long as these sessions live.
+    pub fn holding(mut self, claim: crate::node::Hold) -> Sessions {
+        self._claim = Some(Arc::new(claim));
+        self
+    }
+
+    /// Count this request among the writers of upload `id` (a PATCH, from its head on).
+    pub fn writer(&self, id: &str) -> Writer {
+        *crate::sync::lock(&self.writers).entry(id.to_owned()).or_insert(0) += 1;
+        Writer {
+            writers: self.writers.clone(),
+            id: id.to_owned(),
+        }
+    }
+
+    /// Whether a request of this process is writing, or about to write, to upload `id`.
+    pub fn being_written(&self, id: &str) -> bool {
+        crate::sync::lock(&self.writers).contains_key(id)
+    }
+
+    /// This process, as the owner of the locks it takes.
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
     pub fn backend(&self) -> &'static str {
@@ -131,20 +241,26 @@ impl Sessions {
         self.call(move |s| async move { s.get(&id).await }).await
     }
 
-    pub async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool> {
-        let (id, owner) = (id.to_owned(), owner.to_owned());
+    pub async fn lock(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
+        let (id, owner) = (id.to_owned(), owner.clone());
         self.call(move |s| async move { s.lock(&id, &owner, lease).await })
             .await
     }
 
-    pub async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()> {
-        let (id, owner) = (id.to_owned(), owner.to_owned());
+    pub async fn renew(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
+        let (id, owner) = (id.to_owned(), owner.clone());
+        self.call(move |s| async move { s.renew(&id, &owner, lease).await })
+            .await
+    }
+
+    pub async fn unlock(&self, id: &str, owner: &Owner) -> StoreResult<()> {
+        let (id, owner) = (id.to_owned(), owner.clone());
         self.call(move |s| async move { s.unlock(&id, &owner).await }).await
     }
 
     /// Release without waiting for the answer (from a Drop, or when the reply is of no use).
-    pub fn unlock_later(&self, id: &str, owner: &str) {
-        let (id, owner) = (id.to_owned(), owner.to_owned());
+    pub fn unlock_later(&self, id: &str, owner: &Owner) {
+        let (id, owner) = (id.to_owned(), owner.clone());
         let store = self.store.clone();
         self.side.spawn(async move {
             if let Err(e) = store.unlock(&id, &owner).await {
@@ -214,4 +330,41 @@ pub async fn open_shared(config: &crate::config::Config) -> Result<Option<Arc<dy
         return database().await.map(Some);
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_encode_and_supersede() {
+        let old = Owner {
+            node: "web1:a".into(),
+            generation: 1000,
+            token: "t1".into(),
+        };
+        assert_eq!(Owner::decode(&old.encode()), Some(old.clone()));
+        let restarted = Owner {
+            generation: 2000,
+            token: "t2".into(),
+            ..old.clone()
+        };
+        assert!(restarted.supersedes(&old), "a later start of the same node");
+        assert!(!old.supersedes(&restarted));
+        let sibling = Owner {
+            token: "t3".into(),
+            ..restarted.clone()
+        };
+        assert!(!sibling.supersedes(&restarted), "another request of the same process");
+        let other = Owner {
+            node: "web2".into(),
+            generation: 9999,
+            token: "t4".into(),
+        };
+        assert!(!other.supersedes(&old), "another node");
+        assert_eq!(Owner::decode("no separators"), None);
+        let node = Node::this("b");
+        assert!(!node.name.contains('|'));
+        assert_ne!(Owner::of(&node).unwrap().token, Owner::of(&node).unwrap().token);
+    }
 }

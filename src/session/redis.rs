@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::{Session, SessionStore, StoreError, StoreResult};
+use super::{Owner, Session, SessionStore, StoreError, StoreResult};
 
 const BACKEND: &str = "redis";
 const PREFIX: &str = "hmac-file-server:";
@@ -35,15 +35,37 @@ redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
 return 1
 "#;
 
+/// The lock's value is `<owner> <lease end, Unix ms by Redis's clock>`; the key itself expires
+/// only twenty leases later, so that the holder can still renew a lease that ran
+/// out while nobody took it. ARGV: owner, lease ms, owner's node, owner's generation.
 const LOCK: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if cur then
+  local holder, till = string.match(cur, '^(.*) (%d+)$')
+  if holder ~= ARGV[1] and tonumber(till) >= now then
+    local node, gen = string.match(holder, '^(.*)|(%d+)|[^|]*$')
+    if not (node == ARGV[3] and tonumber(gen) < tonumber(ARGV[4])) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. (now + tonumber(ARGV[2])), 'PX', tonumber(ARGV[2]) * 20)
+return 1
+"#;
+
+/// ARGV: owner, lease ms.
+const RENEW: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur or string.match(cur, '^(.*) %d+$') ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. (now + tonumber(ARGV[2])), 'PX', tonumber(ARGV[2]) * 20)
 return 1
 "#;
 
 const UNLOCK: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^(.*) %d+$') == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
@@ -69,6 +91,10 @@ pub struct Redis {
 
 fn session_key(id: &str) -> String {
     format!("{PREFIX}session:{id}")
+}
+
+fn lock_key(id: &str) -> String {
+    format!("{PREFIX}lock:{id}")
 }
 
 impl Redis {
@@ -217,18 +243,23 @@ impl SessionStore for Redis {
         }
     }
 
-    async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool> {
-        let lease_ms = lease.as_millis().max(1).to_string();
-        self.script(
-            LOCK,
-            vec![format!("{PREFIX}lock:{id}")],
-            vec![owner.to_owned(), lease_ms],
-        )
-        .await
+    async fn lock(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
+        let args = vec![
+            owner.encode(),
+            lease.as_millis().max(1).to_string(),
+            owner.node.clone(),
+            owner.generation.to_string(),
+        ];
+        self.script(LOCK, vec![lock_key(id)], args).await
     }
 
-    async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()> {
-        self.script(UNLOCK, vec![format!("{PREFIX}lock:{id}")], vec![owner.to_owned()])
+    async fn renew(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
+        let args = vec![owner.encode(), lease.as_millis().max(1).to_string()];
+        self.script(RENEW, vec![lock_key(id)], args).await
+    }
+
+    async fn unlock(&self, id: &str, owner: &Owner) -> StoreResult<()> {
+        self.script(UNLOCK, vec![lock_key(id)], vec![owner.encode()])
             .await
             .map(|_| ())
     }

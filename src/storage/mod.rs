@@ -82,14 +82,7 @@ impl Store {
             .create(&tmp_path)?;
         let root = open_dir(None, root_path)?;
         let tmp = open_dir(None, &tmp_path)?;
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "host".into());
-        let host: String = host
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
+        let host = crate::node::host_name();
         let mut store = Store {
             root_path: root_path.to_owned(),
             modes,

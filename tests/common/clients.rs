@@ -100,6 +100,31 @@ pub fn tus_patch(server: &Server, loc: &str, offset: u64, body: &[u8], extra: &s
     )
 }
 
+/// Create a resumable upload of `len` bytes to `path` (signed with v, no metadata).
+pub fn tus_create(server: &Server, path: &str, len: usize) -> Response {
+    let target = server.put_target(path, len as u64, None, super::Proto::V);
+    tus(server, "POST", &target, &format!("Upload-Length: {len}\r\n"), b"")
+}
+
+/// Create a resumable upload of `data` to `path` and send its first `first` bytes; its URL.
+pub fn tus_begin(server: &Server, path: &str, data: &[u8], first: usize) -> String {
+    let r = tus_create(server, path, data.len());
+    assert_eq!(r.status, 201, "{r:?}");
+    let loc = r.header("Location").unwrap().to_owned();
+    if first > 0 {
+        assert_eq!(tus_patch(server, &loc, 0, &data[..first], "").status, 204);
+    }
+    loc
+}
+
+/// The head of a tus PATCH of `len` body bytes at `offset` (the body to follow).
+pub fn tus_patch_head(loc: &str, offset: u64, len: usize) -> String {
+    format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: {offset}\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {len}\r\n\r\n"
+    )
+}
+
 /// A PUT head for `target` with a Content-Length body.
 pub fn put_head(target: &str, len: usize, content_type: Option<&str>, extra: &str) -> String {
     let ct = content_type

@@ -91,7 +91,9 @@ impl Server {
             dir.path().join("store").display(),
             dir.path().join("server.log").display(),
         );
-        // Later keys override earlier ones only if we drop the earlier line.
+        // Later keys override earlier ones only if we drop the earlier line. "{port}" in
+        // `extra` is this server's port (e.g. `ListenPort = "[::]:{port}"`).
+        let extra = extra.replace("{port}", &port.to_string());
         for line in extra.lines() {
             if let Some((key, _)) = line.split_once('=') {
                 let key = key.trim();

@@ -1,10 +1,11 @@
+#![allow(unused_macros)]
 //! The session stores a test server can use: embedded, a private Redis, or a fresh database
 //! on the local PostgreSQL or MariaDB, each isolated from every other test.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, nanos, on_path, require, runs};
+use super::{free_port, nanos, on_path, require, runs, Server};
 
 /// The session stores, for tests that run once against each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,23 @@ pub enum StoreKind {
     Postgres,
     Mysql,
 }
+
+/// A test that runs once against each session store: `#[apply(every_store)]`.
+#[rstest_reuse::template]
+#[rstest::rstest]
+#[case::embedded(StoreKind::Embedded)]
+#[case::redis(StoreKind::Redis)]
+#[case::postgres(StoreKind::Postgres)]
+#[case::mysql(StoreKind::Mysql)]
+pub fn every_store(#[case] kind: StoreKind) {}
+
+/// A test that runs once against each store several nodes can share: `#[apply(shared_stores)]`.
+#[rstest_reuse::template]
+#[rstest::rstest]
+#[case::redis(StoreKind::Redis)]
+#[case::postgres(StoreKind::Postgres)]
+#[case::mysql(StoreKind::Mysql)]
+pub fn shared_stores(#[case] kind: StoreKind) {}
 
 impl StoreKind {
     /// A fresh store of this kind, or None (SKIPPED) where it is not installed outside CI.
@@ -62,6 +80,17 @@ impl StoreFixture {
         };
         f.start_redis();
         Some(f)
+    }
+
+    /// Two server processes on this store and one StoreDir, as nodes "a" and "b" of one host.
+    pub fn two_nodes(&self) -> (Server, Server) {
+        let a = Server::with_config(&format!("{}NodeId = \"a\"\n", self.config));
+        let b = Server::with_config(&format!(
+            "{}NodeId = \"b\"\nStoreDir = \"{}\"\n",
+            self.config,
+            a.store().display()
+        ));
+        (a, b)
     }
 
     pub fn redis_port(&self) -> u16 {

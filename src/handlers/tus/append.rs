@@ -2,8 +2,6 @@
 //! before the new offset is recorded (and only then acknowledged), published like a PUT once
 //! the last byte is in.
 
-use std::time::Instant;
-
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
@@ -16,7 +14,7 @@ use crate::session::{self, Session, Sessions};
 use crate::storage::Upload;
 
 use super::id::short;
-use super::lock::{Lock, LOCK_RENEW};
+use super::lock::Lock;
 use super::store_error;
 
 /// A long PATCH without checksum records its progress every this many bytes, so a crash or
@@ -52,8 +50,8 @@ pub async fn append<E: Exchange>(
         hasher: checksum.map(|_| Sha256::new()),
         written: session.offset,
         acked: session.offset,
-        renewed: Instant::now(),
     };
+    lock.keep_alive();
     if head.expect_continue {
         ex.send_continue().await?;
     }
@@ -124,7 +122,6 @@ struct Progress<'a> {
     written: u64,
     /// Offset durable and recorded in the session store.
     acked: u64,
-    renewed: Instant,
 }
 
 impl Progress<'_> {
@@ -146,7 +143,7 @@ impl Progress<'_> {
             return Err(Error::Locked);
         }
         self.acked = end;
-        self.renewed = Instant::now();
+        tracing::debug!(id = %short(&self.session.id), offset = end, "resumable upload offset recorded");
         Ok(())
     }
 }
@@ -155,17 +152,14 @@ impl BodySink for Progress<'_> {
     const KEEPS_PARTIAL: bool = true;
 
     fn data(&mut self, bytes: &[u8]) {
+        self.lock.received(bytes.len());
         if let Some(h) = &mut self.hasher {
             h.update(bytes);
         }
     }
 
     async fn before_write(&mut self) -> Result<()> {
-        if self.renewed.elapsed() >= LOCK_RENEW {
-            self.lock.renew().await?;
-            self.renewed = Instant::now();
-        }
-        Ok(())
+        self.lock.ensure().await
     }
 
     async fn written(&mut self, upload: &Upload<'_>, end: u64) -> Result<()> {

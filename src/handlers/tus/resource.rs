@@ -1,6 +1,8 @@
 //! HEAD, PATCH and DELETE on a resumable upload's URL: report its offset, append to it,
 //! terminate it.
 
+use std::time::{Duration, Instant};
+
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::handlers::{Exchange, Outcome};
@@ -17,15 +19,32 @@ use super::lock::Lock;
 use super::{expires_header, sessions, store_error, OFFSET_STREAM, VERSION};
 
 /// HEAD, PATCH or DELETE on the upload URL `id` (the router sends no other method here).
+/// How long a HEAD gives a PATCH sent just before it to reach its handler (see `resource`).
+const HEAD_GRACE: Duration = Duration::from_millis(50);
+
 pub async fn resource<E: Exchange>(app: &App, head: &Head, method: Method, id: &str, ex: &mut E) -> Result<Outcome> {
     let sessions = sessions(app)?;
     let t = tus_headers(head)?;
     if !check_id(app.config.secret.as_bytes(), id) {
         return Err(Error::NotFound);
     }
+    // Counted from its head on, before any wait: a HEAD that arrives behind it waits for it.
+    let _writer = (method == Method::Patch).then(|| sessions.writer(id));
+    let arrived = Instant::now();
     match method {
         Method::Head => {
-            let session = load(app, sessions, id).await?;
+            // Unknown or expired: answered before waiting for anything.
+            load(app, sessions, id, None).await?;
+            // A writer still finishing (a PATCH whose connection broke a moment ago records
+            // what it received) is waited for: the offset reported is never about to move.
+            // Ours are known from their heads on, other nodes' by the store's lock. The head
+            // of a PATCH the client sent just before this HEAD may still be unread on another
+            // worker (the client opened a new connection for this HEAD, but threads are
+            // scheduled as they are): it is given HEAD_GRACE to show up.
+            monoio::time::sleep_until((arrived + HEAD_GRACE).into()).await;
+            let lock = Lock::after_writers(sessions, id).await?;
+            let session = load(app, sessions, id, Some(&lock)).await?;
+            lock.release().await;
             let close = ex.closing(head);
             let mut h = ResponseHead::with_cors(ex.response(), 200, TUS_CORS)
                 .header("Tus-Resumable", VERSION)
@@ -50,9 +69,9 @@ pub async fn resource<E: Exchange>(app: &App, head: &Head, method: Method, id: &
             let claimed = parse_number(t.upload_offset.as_deref(), "Upload-Offset")?;
             let checksum = t.upload_checksum.as_deref().map(parse_checksum).transpose()?;
             // Unknown or expired: answered before waiting for any lock.
-            load(app, sessions, id).await?;
+            load(app, sessions, id, None).await?;
             let lock = Lock::take(sessions, id).await?;
-            let session = load(app, sessions, id).await?;
+            let session = load(app, sessions, id, Some(&lock)).await?;
             if claimed != session.offset {
                 return Err(Error::OffsetMismatch {
                     expected: session.offset,
@@ -97,16 +116,22 @@ pub async fn resource<E: Exchange>(app: &App, head: &Head, method: Method, id: &
 
 /// The session behind an upload URL: 404 if unknown, 410 once expired. A complete session
 /// whose file was not yet published (a crash between the last offset and the link) is
-/// published now.
-async fn load(app: &App, sessions: &Sessions, id: &str) -> Result<Session> {
+/// published now, under `held` (the caller's lock) or a lock taken for it.
+async fn load(app: &App, sessions: &Sessions, id: &str, held: Option<&Lock<'_>>) -> Result<Session> {
     let session = sessions.get(id).await.map_err(store_error)?.ok_or(Error::NotFound)?;
     if session.complete() {
         if app.store.part_exists(id) {
-            if let Ok(lock) = Lock::try_take(sessions, id).await {
+            let taken = match held {
+                Some(_) => None,
+                None => Lock::try_take(sessions, id).await.ok(),
+            };
+            if held.is_some() || taken.is_some() {
                 let path = StorePath::from_stored(&session.path).map_err(Error::BadPath)?;
                 let upload = app.store.open_part(id, &path, session.content_type.as_bytes())?;
                 finish(app, sessions, &session, upload).await?;
-                drop(lock);
+            }
+            if let Some(lock) = taken {
+                lock.release().await;
             }
         }
         return Ok(session);

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::logging::Escaped;
-use crate::session::{self, Sessions};
+use crate::session::{self, Owner, Sessions};
 
 use super::id::short;
+use super::lock::LOCK_LEASE;
 
 /// Remove expired sessions with their partial data, and partial files no session knows
 /// (a crash between creating one and recording its session). Runs on the side thread.
@@ -18,8 +19,10 @@ pub async fn sweep(app: &App, sessions: &Sessions) {
         Ok(expired) => {
             for s in expired {
                 // A writer still holds it: its next offset renews the expiry.
-                let owner = "expiry sweeper";
-                if !matches!(store.lock(&s.id, owner, Duration::from_secs(30)).await, Ok(true)) {
+                let Ok(owner) = Owner::of(sessions.node()) else {
+                    continue;
+                };
+                if !matches!(store.lock(&s.id, &owner, LOCK_LEASE).await, Ok(true)) {
                     continue;
                 }
                 if !s.complete() {
@@ -31,7 +34,7 @@ pub async fn sweep(app: &App, sessions: &Sessions) {
                     }
                     Err(e) => tracing::warn!(error = %e, "could not remove an expired resumable upload"),
                 }
-                let _ = store.unlock(&s.id, owner).await;
+                let _ = store.unlock(&s.id, &owner).await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "resumable uploads: cannot list expired sessions"),

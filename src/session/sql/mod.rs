@@ -24,17 +24,24 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// the client does, so a statement the client gave up on can never take effect later.
 const SERVER_TIMEOUT_MS: u64 = 2500;
 
-const MIGRATIONS_PG: &[(i32, &str)] = &[(1, include_str!("../../../migrations/postgres/0001_upload_sessions.sql"))];
-const MIGRATIONS_MYSQL: &[(i32, &str)] = &[(1, include_str!("../../../migrations/mysql/0001_upload_sessions.sql"))];
+const MIGRATIONS_PG: &[(i32, &str)] = &[
+    (1, include_str!("../../../migrations/postgres/0001_upload_sessions.sql")),
+    (2, include_str!("../../../migrations/postgres/0002_lock_owner_node.sql")),
+];
+const MIGRATIONS_MYSQL: &[(i32, &str)] = &[
+    (1, include_str!("../../../migrations/mysql/0001_upload_sessions.sql")),
+    (2, include_str!("../../../migrations/mysql/0002_lock_owner_node.sql")),
+];
 
 const COLUMNS: &str = "id, path, length, upload_offset, content_type, metadata, expires";
 /// Each statement uses each parameter once, in order, so MySQL's `?` can stand for `$n`.
 const CLEAR_ACTIVE: &str =
     "UPDATE hfs_upload_sessions SET active_key = NULL WHERE active_key = $1 AND (expires <= $2 OR upload_offset = length)";
 const INSERT: &str = "INSERT INTO hfs_upload_sessions (id, path, length, upload_offset, content_type, metadata, expires, active_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-const LOCK: &str = "UPDATE hfs_upload_sessions SET lock_owner = $1, lock_until = $2 WHERE id = $3 AND (lock_owner IS NULL OR lock_owner = $4 OR lock_until < $5)";
-const UNLOCK: &str =
-    "UPDATE hfs_upload_sessions SET lock_owner = NULL, lock_until = 0 WHERE id = $1 AND lock_owner = $2";
+/// Free, expired, ours already, or held by an earlier generation of our own node.
+const LOCK: &str = "UPDATE hfs_upload_sessions SET lock_owner = $1, lock_node = $2, lock_gen = $3, lock_until = $4 WHERE id = $5 AND (lock_owner IS NULL OR lock_owner = $6 OR lock_until < $7 OR (lock_node = $8 AND lock_gen < $9))";
+const RENEW: &str = "UPDATE hfs_upload_sessions SET lock_until = $1 WHERE id = $2 AND lock_owner = $3";
+const UNLOCK: &str = "UPDATE hfs_upload_sessions SET lock_owner = NULL, lock_node = NULL, lock_gen = 0, lock_until = 0 WHERE id = $1 AND lock_owner = $2";
 /// The new offset is passed twice ($1, $3): MySQL's `?` cannot name a parameter again.
 const ADVANCE: &str = "UPDATE hfs_upload_sessions SET upload_offset = $1, expires = $2, active_key = CASE WHEN $3 = length THEN NULL ELSE active_key END WHERE id = $4 AND upload_offset = $5";
 const REMOVE: &str = "DELETE FROM hfs_upload_sessions WHERE id = $1";

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::DbConfig;
-use crate::session::SessionStore;
+use crate::session::{Owner, SessionStore};
 
 pub struct Mysql {
     pool: mysql_async::Pool,
@@ -155,15 +155,24 @@ impl SessionStore for Mysql {
         Ok(self.rows(&select_by_id(), (id,).into()).await?.pop())
     }
 
-    async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool> {
+    async fn lock(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        let n = self.exec(LOCK, (owner, until, id, owner, now).into()).await?;
+        let (who, node, generation) = (owner.encode(), &owner.node, int(owner.generation));
+        let params = (&who, node, generation, until, id, &who, now, node, generation);
+        let n = self.exec(LOCK, params.into()).await?;
         Ok(n == 1)
     }
 
-    async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()> {
-        self.exec(UNLOCK, (id, owner).into()).await.map(|_| ())
+    async fn renew(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        let n = self.exec(RENEW, (until, id, owner.encode()).into()).await?;
+        Ok(n == 1)
+    }
+
+    async fn unlock(&self, id: &str, owner: &Owner) -> StoreResult<()> {
+        self.exec(UNLOCK, (id, owner.encode()).into()).await.map(|_| ())
     }
 
     async fn advance(&self, id: &str, from: u64, to: u64, expires: u64) -> StoreResult<bool> {

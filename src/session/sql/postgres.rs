@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::DbConfig;
-use crate::session::SessionStore;
+use crate::session::{Owner, SessionStore};
 
 pub struct Postgres {
     config: tokio_postgres::Config,
@@ -158,19 +158,28 @@ impl SessionStore for Postgres {
         Ok(row.map(|r| session((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))))
     }
 
-    async fn lock(&self, id: &str, owner: &str, lease: Duration) -> StoreResult<bool> {
+    async fn lock(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
         let c = self.client().await?;
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        let n = self
-            .timed(c.execute(LOCK, &[&owner, &until, &id, &owner, &now]))
-            .await?;
+        let (who, node, generation) = (owner.encode(), &owner.node, int(owner.generation));
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+            [&who, node, &generation, &until, &id, &who, &now, node, &generation];
+        let n = self.timed(c.execute(LOCK, &params)).await?;
         Ok(n == 1)
     }
 
-    async fn unlock(&self, id: &str, owner: &str) -> StoreResult<()> {
+    async fn renew(&self, id: &str, owner: &Owner, lease: Duration) -> StoreResult<bool> {
         let c = self.client().await?;
-        self.timed(c.execute(UNLOCK, &[&id, &owner])).await.map(|_| ())
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        let n = self.timed(c.execute(RENEW, &[&until, &id, &owner.encode()])).await?;
+        Ok(n == 1)
+    }
+
+    async fn unlock(&self, id: &str, owner: &Owner) -> StoreResult<()> {
+        let c = self.client().await?;
+        self.timed(c.execute(UNLOCK, &[&id, &owner.encode()])).await.map(|_| ())
     }
 
     async fn advance(&self, id: &str, from: u64, to: u64, expires: u64) -> StoreResult<bool> {
