@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Keys;
 use crate::config::Config;
 use crate::http::Limits;
 use crate::limits::{Budget, ConnectionCap, PerIp};
@@ -14,6 +15,8 @@ use crate::storage::{OpenFileCache, Store};
 
 pub struct App {
     pub config: Config,
+    /// `Secret` and `PreviousSecrets`, what uploads are verified with.
+    pub keys: Keys,
     pub store: Store,
     /// The session store of resumable uploads (None: switched off, or it failed to open).
     pub sessions: Option<Sessions>,
@@ -35,6 +38,7 @@ impl App {
     pub fn new(config: Config, store: Store, sessions: Option<Sessions>) -> App {
         let (unverified_total, unverified_per_ip) = config.unverified_caps();
         App {
+            keys: Keys::new(&config.secret, &config.previous_secrets),
             prefix: config.url_prefix(),
             head_limits: Limits {
                 max_head: config.max_header_bytes.0 as usize,

@@ -5,6 +5,7 @@
 
 use std::io;
 
+use crate::auth::jwt::{Mismatch, TokenError};
 use crate::path::PathError;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,15 @@ pub enum Error {
     Truncated,
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A Bearer token that is missing or not valid; `invalid`: one was given.
+    #[error("unauthorized: {why}")]
+    Unauthorized { why: String, invalid: bool },
+    #[error("Bearer token expired at {0}")]
+    TokenExpired(i64),
+    #[error("the token is for another upload: {0}")]
+    SlotMismatch(String),
+    #[error("the body is not the size the token is for: {0}")]
+    SizeMismatch(String),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -117,6 +127,10 @@ kinds! {
     BadPath => 400, "bad_path", Close;
     Truncated => 400, "truncated", Close;
     Forbidden => 403, "forbidden", Keep;
+    Unauthorized => 401, "unauthorized", Keep;
+    TokenExpired => 410, "token_expired", Keep;
+    SlotMismatch => 400, "slot_mismatch", Close;
+    SizeMismatch => 413, "size_mismatch", Close;
     NotFound => 404, "not_found", Keep;
     MethodNotAllowed => 405, "method_not_allowed", Keep;
     Timeout => 408, "timeout", Close;
@@ -149,6 +163,10 @@ impl Error {
             Error::BadPath(_) => Kind::BadPath,
             Error::Truncated => Kind::Truncated,
             Error::Forbidden(_) => Kind::Forbidden,
+            Error::Unauthorized { .. } => Kind::Unauthorized,
+            Error::TokenExpired(_) => Kind::TokenExpired,
+            Error::SlotMismatch(_) => Kind::SlotMismatch,
+            Error::SizeMismatch(_) => Kind::SizeMismatch,
             Error::NotFound => Kind::NotFound,
             Error::MethodNotAllowed => Kind::MethodNotAllowed,
             Error::Timeout(_) => Kind::Timeout,
@@ -188,6 +206,32 @@ impl Error {
             Error::TooManyRequests { retry_after, .. } => Some(*retry_after),
             Error::Unavailable(_) => Some(1),
             _ => None,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3).
+    pub fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Error::Unauthorized { invalid: false, .. } => Some("Bearer"),
+            Error::Unauthorized { invalid: true, .. } => Some("Bearer error=\"invalid_token\""),
+            _ => None,
+        }
+    }
+
+    /// A Bearer token that does not verify.
+    pub fn token(e: TokenError) -> Error {
+        Error::Unauthorized {
+            why: e.to_string(),
+            invalid: true,
+        }
+    }
+
+    /// A verified Bearer token that does not allow this request.
+    pub fn mismatch(m: Mismatch) -> Error {
+        match m {
+            Mismatch::Expired(at) => Error::TokenExpired(at),
+            Mismatch::Slot { .. } | Mismatch::Filename { .. } => Error::SlotMismatch(m.to_string()),
+            Mismatch::Size { .. } => Error::SizeMismatch(m.to_string()),
         }
     }
 

@@ -27,9 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print a signed PUT URL, as an XMPP server would hand it to a client.
+    /// Print a signed PUT URL, as an XMPP server would hand it to a client; with `--proto
+    /// bearer`, the URL and the `Authorization` header of a Prosody mod_http_file_share slot.
     Sign {
-        /// Path below the upload prefix, not percent-encoded (e.g. "uuid/photo 1.jpg").
+        /// Path below the upload prefix, not percent-encoded (e.g. "uuid/photo 1.jpg"). For
+        /// bearer, "slot/filename".
         #[arg(long)]
         path: String,
         /// Exact size of the upload in bytes.
@@ -44,6 +46,15 @@ enum Command {
         /// Base URL the server is reached at; default http://127.0.0.1:<port>.
         #[arg(long)]
         base_url: Option<String>,
+        /// bearer: the uploader's bare JID (the token's `sub`).
+        #[arg(long)]
+        sub: Option<String>,
+        /// bearer: how long the token may be used, e.g. "300s" or "10m".
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        valid: std::time::Duration,
+        /// bearer: when the file is to be deleted, from now (the token's `expires`), e.g. "7d".
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
     },
 }
 
@@ -52,6 +63,8 @@ enum ProtoArg {
     V,
     V2,
     Token,
+    /// A Bearer token, as Prosody's mod_http_file_share issues them.
+    Bearer,
 }
 
 fn main() -> ExitCode {
@@ -78,9 +91,46 @@ fn main() -> ExitCode {
         content_type,
         proto,
         base_url,
+        sub,
+        valid,
+        expires_in,
     }) = cli.command
     {
-        return sign(&config, &path, size, content_type.as_deref(), proto, base_url);
+        let base = base_url.unwrap_or_else(|| match config.listen_addr() {
+            Ok(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+            Ok(a) => format!("http://{a}"),
+            Err(_) => "http://127.0.0.1:8080".into(),
+        });
+        let url = format!(
+            "{}{}{}",
+            base.trim_end_matches('/'),
+            config.url_prefix(),
+            hmac_file_server::path::percent_encode(&path)
+        );
+        let proto = match proto {
+            ProtoArg::V => Proto::V,
+            ProtoArg::V2 => Proto::V2,
+            ProtoArg::Token => Proto::Token,
+            ProtoArg::Bearer => {
+                let token = bearer(&config, &path, size, content_type.as_deref(), sub, valid, expires_in);
+                return match token {
+                    Ok(token) => {
+                        println!("{url}\nAuthorization: Bearer {token}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("hmac-file-server: {e}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+        };
+        let ct = content_type
+            .as_deref()
+            .map_or(auth::DEFAULT_CONTENT_TYPE, str::as_bytes);
+        let sig = auth::sign(config.secret.as_bytes(), proto, &path, size, ct);
+        println!("{url}?{}={sig}", proto.param());
+        return ExitCode::SUCCESS;
     }
     if cli.check_config {
         for w in config.warnings() {
@@ -132,35 +182,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn sign(
+/// A token with the claims Prosody's mod_http_file_share signs, for `path` = "slot/filename".
+fn bearer(
     config: &Config,
     path: &str,
     size: u64,
     content_type: Option<&str>,
-    proto: ProtoArg,
-    base_url: Option<String>,
-) -> ExitCode {
-    let proto = match proto {
-        ProtoArg::V => Proto::V,
-        ProtoArg::V2 => Proto::V2,
-        ProtoArg::Token => Proto::Token,
-    };
-    let ct = content_type.map_or(auth::DEFAULT_CONTENT_TYPE, str::as_bytes);
-    let sig = auth::sign(config.secret.as_bytes(), proto, path, size, ct);
-    let base = base_url.unwrap_or_else(|| match config.listen_addr() {
-        Ok(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
-        Ok(a) => format!("http://{a}"),
-        Err(_) => "http://127.0.0.1:8080".into(),
+    sub: Option<String>,
+    valid: std::time::Duration,
+    expires_in: Option<std::time::Duration>,
+) -> Result<String, String> {
+    let (slot, filename) = path
+        .split_once('/')
+        .ok_or("--proto bearer needs --path \"slot/filename\"")?;
+    let now = hmac_file_server::session::unix_now();
+    let mut claims = serde_json::json!({
+        "slot": slot,
+        "filename": filename,
+        "filesize": size,
+        "filetype": content_type.unwrap_or("application/octet-stream"),
+        "iat": now,
+        "exp": now + valid.as_secs(),
     });
-    println!(
-        "{}{}{}?{}={}",
-        base.trim_end_matches('/'),
-        config.url_prefix(),
-        hmac_file_server::path::percent_encode(path),
-        proto.param(),
-        sig
-    );
-    ExitCode::SUCCESS
+    if let Some(sub) = sub {
+        claims["sub"] = sub.into();
+    }
+    if let Some(e) = expires_in {
+        claims["expires"] = (now + e.as_secs()).into();
+    }
+    Ok(auth::jwt::mint(config.secret.as_bytes(), &claims.to_string()))
 }
 
 /// StoreDir must be a writable directory, or creatable below a writable one.

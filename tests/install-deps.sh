@@ -34,6 +34,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 # Routes a test IPv6 prefix to lo, so per-/64 limits can be tried (tests/limits.rs).
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Runs a Prosody with its clock behind ours, so its tokens arrive expired (tests/prosody_file_share.rs).
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
   $sudo apt-get update -qq

@@ -87,6 +87,14 @@ fn uploads_and_downloads_through_the_documented_nginx_proxy() {
     let (code, _) = curl(&n, &["-T", &small_arg], &forged);
     assert_eq!(code, 403);
 
+    // A Prosody mod_http_file_share slot: the Authorization header reaches the server.
+    let slot_path = unique("slot through the proxy.txt");
+    let token = slot_token(SECRET, &slot_claims(&slot_path, 10, "text/plain"));
+    let auth = format!("Authorization: Bearer {token}");
+    let (code, out) = curl(&n, &["-T", &small_arg, "-H", &auth], &slot_target(&slot_path));
+    assert_eq!(code, 201, "{out}\n{}", s.log());
+    assert_eq!(std::fs::read(file_at(&s, &slot_path)).unwrap(), &body[..10]);
+
     // A browser's preflight: answered once by the server, CORS headers not doubled by the proxy.
     let (code, head) = curl(
         &n,

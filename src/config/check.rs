@@ -20,6 +20,14 @@ impl Config {
                 self.secret.len()
             ));
         }
+        for (i, previous) in self.previous_secrets.iter().enumerate() {
+            if previous.len() < SHORT_SECRET {
+                out.push(format!(
+                    "config key `PreviousSecrets`: entry {i} has {} bytes, short for an HMAC key",
+                    previous.len()
+                ));
+            }
+        }
         out
     }
 
@@ -43,6 +51,18 @@ impl Config {
                  uploads: generate one with `openssl rand -hex 32`, put it here (or in HMAC_FILE_SERVER_SECRET) \
                  and give the same value to the XMPP server",
             );
+        }
+        for previous in &self.previous_secrets {
+            if previous.is_empty() || *previous == EXAMPLE_SECRET {
+                return invalid(
+                    "PreviousSecrets",
+                    "holds an empty secret or the placeholder of config.toml.example: list only secrets \
+                     an XMPP server may still sign with",
+                );
+            }
+        }
+        if self.jwt_clock_skew > 300 {
+            return invalid("JWTClockSkew", "must be at most 300 seconds");
         }
         if self.store_dir.as_os_str().is_empty() {
             return invalid("StoreDir", "must not be empty");

@@ -32,6 +32,12 @@ pub struct Config {
     pub unix_socket: bool,
     #[serde(rename = "Secret")]
     pub secret: String,
+    /// Earlier secrets that still verify (never sign): rotation without downtime.
+    #[serde(rename = "PreviousSecrets")]
+    pub previous_secrets: Vec<String>,
+    /// Seconds a Bearer token's `exp` may lie in the past (the issuer's clock may run ahead).
+    #[serde(rename = "JWTClockSkew")]
+    pub jwt_clock_skew: u64,
     #[serde(rename = "StoreDir")]
     pub store_dir: PathBuf,
     #[serde(rename = "UploadSubDir")]
@@ -164,6 +170,8 @@ impl Default for Config {
             listen_port: ":8080".into(),
             unix_socket: false,
             secret: String::new(),
+            previous_secrets: Vec::new(),
+            jwt_clock_skew: 5,
             store_dir: PathBuf::from("/var/lib/hmac-file-server"),
             upload_sub_dir: "upload".into(),
             log_level: "info".into(),

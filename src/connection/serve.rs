@@ -164,6 +164,9 @@ fn error_response(out: &mut Vec<u8>, e: &Error, close: bool, head_only: bool, tu
         (_, Some(secs)) => extra.push(("Retry-After", secs.as_str())),
         _ => {}
     }
+    if let Some(challenge) = e.challenge() {
+        extra.push(("WWW-Authenticate", challenge));
+    }
     if tus || status == 412 {
         extra.push(("Tus-Resumable", tus::VERSION));
         if status == 412 {

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::http::media_type;
 use crate::http::range::{self, RangeReq};
-use crate::http::response::ResponseHead;
+use crate::http::response::{self, ResponseHead};
 use crate::http::{Head, Method};
 use crate::path;
 use crate::storage::Stored;
@@ -20,6 +20,12 @@ pub async fn get<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
     let (raw_path, _) = path::split_target(&head.target);
     let path = path::store_path(raw_path, &app.prefix).map_err(|e| Error::path(e, true))?;
     let stored = app.store.open_cached(&path, &app.file_cache)?;
+    // An expired file is gone for clients from its expiry on, whether or not it was deleted
+    // yet (docs/protocol.md, "Bearer tokens").
+    let now = crate::session::unix_now();
+    if stored.expires.is_some_and(|e| e <= now) {
+        return Err(Error::NotFound);
+    }
     let close = ex.closing(head);
     let (etag, last_modified) = (&stored.etag, &stored.last_modified);
 
@@ -66,7 +72,7 @@ pub async fn get<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
         .header_bytes("Accept-Ranges", b"bytes")
         .header_bytes("ETag", etag.as_bytes())
         .header_bytes("Last-Modified", last_modified.as_bytes())
-        .header_bytes("Cache-Control", app.cache_control.as_bytes());
+        .header_bytes("Cache-Control", cache_control(app, &stored, now).as_bytes());
     if status == 206 {
         h = h.header(
             "Content-Range",
@@ -84,6 +90,14 @@ pub async fn get<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
         bytes: len,
         published: None,
     })
+}
+
+/// The configured `Cache-Control`, shortened for a file that expires sooner.
+fn cache_control<'a>(app: &'a App, stored: &Stored, now: u64) -> std::borrow::Cow<'a, str> {
+    match stored.expires {
+        None => app.cache_control.as_str().into(),
+        Some(e) => response::cache_control(app.config.cache_max_age, app.config.cache_public, Some(e), now).into(),
+    }
 }
 
 /// File bytes [start, start+len) to the socket: small bodies ride in the head's write,

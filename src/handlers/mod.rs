@@ -3,6 +3,7 @@
 //! in, the response out), and returns what the request amounted to; it never sees the socket.
 
 pub mod download;
+pub mod grant;
 pub mod options;
 pub mod tus;
 pub mod upload;

@@ -50,6 +50,8 @@ pub struct Head {
     pub range: Option<String>,
     pub if_none_match: Option<String>,
     pub if_range: Option<String>,
+    /// Authorization verbatim (a Bearer token is an upload capability: never logged).
+    pub authorization: Option<String>,
     /// The tus and preflight headers; None when the request carries none (every plain
     /// PUT/GET), so they cost nothing there.
     pub tus: Option<Box<TusHeaders>>,
@@ -135,6 +137,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
     let mut range = None;
     let mut if_none_match = None;
     let mut if_range = None;
+    let mut authorization = None;
     let mut tus: Option<Box<TusHeaders>> = None;
     for h in req.headers.iter() {
         let name = h.name;
@@ -183,6 +186,11 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
             if_none_match = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case("if-range") {
             if_range = Some(String::from_utf8_lossy(value).into_owned());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            if authorization.is_some() {
+                return Err(Error::BadRequest("more than one Authorization".into()));
+            }
+            authorization = Some(String::from_utf8_lossy(value).into_owned());
         } else if let Some(slot) = tus_header(&mut tus, name) {
             if slot.is_some() {
                 return Err(Error::BadRequest(format!("more than one {name}")));
@@ -229,6 +237,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
             range,
             if_none_match,
             if_range,
+            authorization,
             tus,
         },
         n,

@@ -2,7 +2,7 @@
 //! the metrics' `status` label both come from here.
 
 /// (status, reason phrase); the metrics keep one counter slot per row, plus one for others.
-pub const ALL: [(u16, &str); 29] = [
+pub const ALL: [(u16, &str); 30] = [
     (100, "Continue"),
     (200, "OK"),
     (201, "Created"),
@@ -10,6 +10,7 @@ pub const ALL: [(u16, &str); 29] = [
     (206, "Partial Content"),
     (304, "Not Modified"),
     (400, "Bad Request"),
+    (401, "Unauthorized"),
     (403, "Forbidden"),
     (404, "Not Found"),
     (405, "Method Not Allowed"),

@@ -1,8 +1,7 @@
 //! The file-descriptor operations storage is built of: opening beneath a directory without
 //! following symlinks, creating and unlinking names in a directory, linking an `O_TMPFILE`,
-//! reserving space, and the content type in an xattr.
+//! reserving space.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -10,13 +9,8 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
-use xattr::FileExt;
 
 use crate::error::{Error, Result};
-
-/// Where the uploaded Content-Type lives: the shared-mime-info convention, so `getfattr`
-/// and file managers understand it, and it is linked atomically together with the data.
-const TYPE_XATTR: &str = "user.mime_type";
 
 /// Take ownership of an fd a syscall just returned.
 fn owned(fd: RawFd) -> OwnedFd {
@@ -73,23 +67,4 @@ pub fn preallocate(fd: RawFd, size: u64) -> Result<()> {
         Ok(()) | Err(Errno::EOPNOTSUPP) => Ok(()),
         Err(e) => Err(Error::storage(e.into())),
     }
-}
-
-pub fn set_content_type(file: &File, value: &[u8]) -> io::Result<()> {
-    file.set_xattr(TYPE_XATTR, value)
-}
-
-pub fn content_type(file: &File) -> Option<Vec<u8>> {
-    file.get_xattr(TYPE_XATTR).ok().flatten()
-}
-
-/// Why the content type could not be stored, naming the xattr and the directory.
-pub fn xattr_error(e: io::Error, dir: &Path) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        format!(
-            "cannot store the content type as xattr {TYPE_XATTR} in {}: {e}",
-            dir.display()
-        ),
-    )
 }

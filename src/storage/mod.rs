@@ -10,6 +10,7 @@ mod cache;
 mod commit;
 mod dirsync;
 mod fsops;
+mod meta;
 mod parents;
 mod read;
 mod temp;
@@ -27,6 +28,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
+pub use meta::FileMeta;
 pub use read::{read_exact_at, OpenFileCache, Stored};
 pub use upload::Upload;
 
@@ -133,9 +135,9 @@ impl Store {
     /// fails loudly at start instead of on the first upload.
     fn probe(&self) -> io::Result<()> {
         let (fd, name) = self.create_temp()?;
-        let res = fsops::set_content_type(&fs::File::from(fd), crate::http::media_type::OCTET_STREAM);
+        let res = FileMeta::typed(crate::http::media_type::OCTET_STREAM).write(&fs::File::from(fd));
         let _ = self.discard_temp(name.as_deref());
-        res.map_err(|e| fsops::xattr_error(e, &self.root_path))
+        res.map_err(|e| meta::xattr_error(e, &self.root_path))
     }
 
     /// Whether an upload could start now: create a temporary and throw it away.
@@ -145,7 +147,7 @@ impl Store {
         self.discard_temp(name.as_deref())
     }
 
-    /// Start a signed upload to `path`, to be stored with `content_type`: 409 if it exists or
+    /// Start a signed upload to `path`, to be stored with `meta`: 409 if it exists or
     /// is being uploaded, 507 if `size` bytes cannot be preallocated (`size` is None for
     /// chunked bodies). `check_exists`: answer 409 now rather than after the body (needed
     /// before a 100 Continue and worth it for large bodies; a small body is cheaper to read
@@ -155,24 +157,24 @@ impl Store {
         path: &StorePath,
         size: Option<u64>,
         check_exists: bool,
-        content_type: &[u8],
+        meta: &FileMeta,
     ) -> Result<Upload<'_>> {
         if check_exists && self.exists(path)? {
             return Err(Error::Conflict);
         }
         let claim = Claim::new(self, path)?;
-        self.start(Some(claim), size, content_type)
+        self.start(Some(claim), size, meta)
     }
 
     /// Start an upload whose signature can only be checked once its body is in (chunked):
     /// it claims nothing, so a signed upload to the same path is never held up by it (the
     /// no-replace publication decides between them). It is refused (409) if the path exists
     /// or a signed upload to it is in progress.
-    pub fn begin_unverified(&self, path: &StorePath, content_type: &[u8]) -> Result<Upload<'_>> {
+    pub fn begin_unverified(&self, path: &StorePath, meta: &FileMeta) -> Result<Upload<'_>> {
         if self.is_claimed(path) || self.exists(path)? {
             return Err(Error::Conflict);
         }
-        self.start(None, None, content_type)
+        self.start(None, None, meta)
     }
 
     /// Whether an upload to `path` is in progress on this node.

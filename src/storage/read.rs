@@ -11,8 +11,8 @@ use nix::errno::Errno;
 use nix::fcntl::{self, OFlag};
 use nix::sys::stat::Mode;
 
-use super::fsops::{self, open_beneath};
-use super::{cache, Store};
+use super::fsops::open_beneath;
+use super::{cache, meta, Store};
 use crate::error::{Error, Result};
 use crate::path::StorePath;
 
@@ -38,6 +38,8 @@ pub struct Stored {
     pub etag: String,
     pub last_modified: String,
     pub content_type: Option<Vec<u8>>,
+    /// Unix seconds from which the file is no longer served (docs/protocol.md, "Bearer tokens").
+    pub expires: Option<u64>,
     /// The whole file, once read, if it is small and this worker's body budget allows
     /// (see `cache::BODY_MAX`): a repeated GET then needs no file read.
     body: std::cell::OnceCell<Box<[u8]>>,
@@ -133,7 +135,7 @@ impl Store {
         // io_uring answers EAGAIN instead of reading a non-blocking file that is not cached.
         fcntl::fcntl(fd.as_raw_fd(), fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(io::Error::from)?;
         let file = fs::File::from(fd);
-        let content_type = fsops::content_type(&file);
+        let (content_type, expires) = meta::for_download(&file);
         let file = monoio::fs::File::from_std(file)?;
         let mtime = UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
         let mtime_ns = mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -143,6 +145,7 @@ impl Store {
             etag: format!("\"{:x}-{:x}\"", st.st_size, mtime_ns),
             last_modified: httpdate::fmt_http_date(mtime),
             content_type,
+            expires,
             body: std::cell::OnceCell::new(),
         })
     }

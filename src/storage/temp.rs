@@ -17,7 +17,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::fsops::{self, create_in, link_tmpfile, open_at, open_beneath, unlink_in};
-use super::{dirsync, Claim, Store, Upload};
+use super::{dirsync, Claim, FileMeta, Store, Upload};
 use crate::error::{Error, Result};
 use crate::path::StorePath;
 
@@ -34,10 +34,10 @@ fn part_name(id: &str) -> String {
     format!("{PART_PREFIX}{id}")
 }
 
-/// A file opened for writing, with `content_type` stored on it, ready for the ring.
-fn ready(fd: OwnedFd, content_type: &[u8]) -> Result<monoio::fs::File> {
+/// A file opened for writing, with `meta` stored on it, ready for the ring.
+fn ready(fd: OwnedFd, meta: &FileMeta) -> Result<monoio::fs::File> {
     let file = fs::File::from(fd);
-    fsops::set_content_type(&file, content_type)?;
+    meta.write(&file)?;
     Ok(monoio::fs::File::from_std(file)?)
 }
 
@@ -99,16 +99,16 @@ impl Store {
         Ok(removed)
     }
 
-    /// An upload into a fresh temporary, `content_type` stored on it, preallocated to `size`
-    /// when that is known and worth it.
+    /// An upload into a fresh temporary, `meta` stored on it, preallocated to `size` when
+    /// that is known and worth it.
     pub(super) fn start<'a>(
         &'a self,
         claim: Option<Claim<'a>>,
         size: Option<u64>,
-        content_type: &[u8],
+        meta: &FileMeta,
     ) -> Result<Upload<'a>> {
         let (fd, name) = self.create_temp().map_err(Error::storage)?;
-        let upload = Upload::new(self, ready(fd, content_type)?, name, claim, false);
+        let upload = Upload::new(self, ready(fd, meta)?, name, claim, false);
         if let Some(size) = size.filter(|&s| s > PREALLOCATE_ABOVE) {
             fsops::preallocate(upload.raw_fd(), size)?;
         }
@@ -116,17 +116,16 @@ impl Store {
     }
 
     /// Create the partial file of a resumable upload, preallocated to its signed size, with
-    /// its content type, and its name durable before the session that points at it is recorded.
-    pub async fn create_part(&self, id: &str, size: u64, content_type: &[u8]) -> Result<()> {
+    /// `meta` stored on it, and its name durable before the session that points at it is
+    /// recorded.
+    pub async fn create_part(&self, id: &str, size: u64, meta: &FileMeta) -> Result<()> {
         let name = part_name(id);
         let fd = create_in(self.tmp.as_raw_fd(), &name, self.modes.file).map_err(|e| Error::storage(e.into()))?;
         let file = fs::File::from(fd);
-        let prepared = fsops::set_content_type(&file, content_type)
-            .map_err(Error::Io)
-            .and_then(|()| match size {
-                0 => Ok(()),
-                _ => fsops::preallocate(file.as_raw_fd(), size),
-            });
+        let prepared = meta.write(&file).map_err(Error::Io).and_then(|()| match size {
+            0 => Ok(()),
+            _ => fsops::preallocate(file.as_raw_fd(), size),
+        });
         if let Err(e) = prepared {
             self.remove_part(id);
             return Err(e);
@@ -138,7 +137,8 @@ impl Store {
 
     /// Open a resumable upload's partial file to write more of it. Claims `path` on this node
     /// for as long as the returned upload lives, like a PUT. `Error::Gone` if the file is gone.
-    /// The content type is stored again (a part an older version created may lack it).
+    /// The content type is stored again (a part an older version created may lack it); the
+    /// rest of its attributes stay as `create_part` stored them.
     pub fn open_part(&self, id: &str, path: &StorePath, content_type: &[u8]) -> Result<Upload<'_>> {
         let name = part_name(id);
         let fd = match open_beneath(self.tmp.as_raw_fd(), &name, OFlag::O_WRONLY, Mode::empty()) {
@@ -149,7 +149,7 @@ impl Store {
         let claim = Claim::new(self, path)?;
         Ok(Upload::new(
             self,
-            ready(fd, content_type)?,
+            ready(fd, &FileMeta::typed(content_type))?,
             Some(name),
             Some(claim),
             true,

@@ -133,6 +133,14 @@ pub fn put_head(target: &str, len: usize, content_type: Option<&str>, extra: &st
     format!("PUT {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}\r\n{ct}{extra}\r\n")
 }
 
+/// PUT `body` to a slot's `target` with its `Authorization: Bearer` header, on a fresh
+/// connection; the whole response (to see `WWW-Authenticate`).
+pub fn put_bearer(server: &Server, target: &str, body: &[u8], token: &str) -> Response {
+    let mut req = put_head(target, body.len(), None, &format!("Authorization: Bearer {token}\r\n")).into_bytes();
+    req.extend_from_slice(body);
+    raw(server.addr, &req)
+}
+
 /// PUT `body` with ureq, a real HTTP client. Returns the status (errors included).
 pub fn put(server: &Server, target: &str, body: &[u8], content_type: Option<&str>) -> u16 {
     let mut req = ureq::put(&server.url(target));

@@ -1,12 +1,13 @@
 //! Shared fixtures of the real-server tests, by concern: the server under test (`server`),
 //! HTTP clients for it (`clients`), the session stores behind it (`stores`), a proxy in front
-//! of it (`nginx`), and the small helpers below (test data, signed URLs, external tools).
+//! of it (`nginx`), XMPP servers that hand out its slots (`xmpp`), and the small helpers below (test data, signed URLs, external tools).
 #![allow(dead_code, unused_imports)]
 
 pub mod clients;
 pub mod nginx;
 pub mod server;
 pub mod stores;
+pub mod xmpp;
 
 pub use clients::*;
 pub use server::*;
@@ -106,6 +107,30 @@ pub fn signed_target(secret: &str, path: &str, size: u64, content_type: Option<&
     let ct = content_type.unwrap_or("application/octet-stream");
     let sig = hmac_file_server::auth::sign(secret.as_bytes(), proto, path, size, ct.as_bytes());
     format!("/upload/{}?{}={}", encode_path(path), proto.param(), sig)
+}
+
+/// The claims of a Prosody mod_http_file_share slot for `path` ("slot/filename"), as its
+/// `get_authz` signs them: valid 300 s from now, the file kept a week.
+pub fn slot_claims(path: &str, size: u64, filetype: &str) -> serde_json::Value {
+    let (slot, filename) = path.split_once('/').expect("slot/filename");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    serde_json::json!({
+        "sub": "alice@localhost", "iat": now, "exp": now + 300, "slot": slot,
+        "expires": now + 7 * 86400, "filename": filename, "filesize": size, "filetype": filetype,
+    })
+}
+
+/// A token over `claims` as Prosody's `util.jwt` mints it, keyed with `secret`.
+pub fn slot_token(secret: &str, claims: &serde_json::Value) -> String {
+    hmac_file_server::auth::jwt::mint(secret.as_bytes(), &claims.to_string())
+}
+
+/// The target of a slot's URL: `/upload/<slot>/<filename>`, percent-encoded, no query.
+pub fn slot_target(path: &str) -> String {
+    format!("/upload/{}", encode_path(path))
 }
 
 /// A unique path per test, so parallel tests never collide.

@@ -86,26 +86,13 @@ impl Server {
     pub fn wrapped(extra: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let mut cfg = format!(
+        let cfg = format!(
             "ListenPort = \"127.0.0.1:{port}\"\nSecret = \"{SECRET}\"\nStoreDir = \"{}\"\nLogLevel = \"debug\"\nLogFile = \"{}\"\nWorkers = 2\n",
             dir.path().join("store").display(),
             dir.path().join("server.log").display(),
         );
-        // Later keys override earlier ones only if we drop the earlier line. "{port}" in
-        // `extra` is this server's port (e.g. `ListenPort = "[::]:{port}"`).
-        let extra = extra.replace("{port}", &port.to_string());
-        for line in extra.lines() {
-            if let Some((key, _)) = line.split_once('=') {
-                let key = key.trim();
-                cfg = cfg
-                    .lines()
-                    .filter(|l| !l.starts_with(&format!("{key} ")))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-            }
-            cfg.push_str(line);
-            cfg.push('\n');
-        }
+        // "{port}" in `extra` is this server's port (e.g. `ListenPort = "[::]:{port}"`).
+        let cfg = merged(cfg, &extra.replace("{port}", &port.to_string()));
         let cfg_path = dir.path().join("config.toml");
         std::fs::write(&cfg_path, cfg).expect("write config");
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -147,6 +134,15 @@ impl Server {
         let _ = std::fs::rename(&log, self.dir.path().join("server.log.1"));
         self.child = spawn_server(&self.dir.path().join("config.toml"), &self.env, &self.wrapper);
         self.wait_ready();
+    }
+
+    /// `restart`, with `extra` TOML lines changing the configuration (as an operator edits
+    /// it between two runs).
+    pub fn restart_with(&mut self, extra: &str) {
+        let path = self.dir.path().join("config.toml");
+        let cfg = std::fs::read_to_string(&path).expect("read config");
+        std::fs::write(&path, merged(cfg, extra)).expect("write config");
+        self.restart();
     }
 
     /// Ready means: the server logged "listening" (all workers bound) and a connection reaches it.
@@ -240,6 +236,23 @@ impl Server {
         }
         found
     }
+}
+
+/// `cfg` with the lines of `extra` added; a key `extra` sets replaces its earlier line.
+fn merged(mut cfg: String, extra: &str) -> String {
+    for line in extra.lines() {
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            cfg = cfg
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{key} ")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+        cfg.push_str(line);
+        cfg.push('\n');
+    }
+    cfg
 }
 
 fn spawn_server(config: &Path, env: &[(String, String)], wrapper: &[String]) -> Child {

@@ -8,7 +8,9 @@ document on stdout for the Rust side to check. Two modes:
   exchange  alice uploads each file of the spec with slixmpp's own XEP-0363 upload (slot request,
             then HTTP PUT), sends the GET URL to bob in a message with an XEP-0066 OOB element, and
             bob downloads what he received.
-  slots     alice only requests slots (for the negative cases the Rust test sends itself).
+  slots     alice only requests slots (for the negative cases the Rust test sends itself): their
+            PUT and GET URLs and the headers the PUT must carry (a Bearer token, for
+            Prosody's mod_http_file_share).
 
 The spec is a JSON list on stdin: [{"name": ..., "type": ..., "path": local file or null,
 "size": n}]. Everything is bounded by --timeout, so a hung server fails the test instead of
@@ -129,7 +131,8 @@ async def slots(args, spec):
             service["from"], item["name"], item["size"], item["type"], timeout=args.timeout
         )
         slot = iq["http_upload_slot"]
-        out.append({"name": item["name"], "put": slot["put"]["url"], "get": slot["get"]["url"]})
+        headers = {h["name"]: h["value"] for h in slot["put"]["headers"]}
+        out.append({"name": item["name"], "put": slot["put"]["url"], "get": slot["get"]["url"], "headers": headers})
     alice.disconnect()
     return {"service": str(service["from"]), "slots": out}
 

@@ -1,10 +1,11 @@
-//! `POST <prefix><path>?<signature>` with `Tus-Resumable`: create a resumable upload, signed
-//! like the PUT it stands for (`Upload-Length` is the signed size, the metadata's `filetype` the
-//! signed content type), and with a body, write its start.
+//! `POST <prefix><path>?<signature>` (or with a Bearer token) and `Tus-Resumable`: create a
+//! resumable upload, authorized like the PUT it stands for (`Upload-Length` is the signed size,
+//! the metadata's `filetype` the signed content type; a token names both), and with a body,
+//! write its start.
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::handlers::upload::{check_signature, signed_target};
+use crate::handlers::grant::grant;
 use crate::handlers::{Exchange, Outcome};
 use crate::http::response::{ResponseHead, TUS_CORS};
 use crate::http::{Body, Head};
@@ -20,7 +21,7 @@ use super::{expires_header, location, sessions, store_error, OFFSET_STREAM, VERS
 pub async fn create<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outcome> {
     let sessions = sessions(app)?;
     let t = tus_headers(head)?;
-    let (path, sig) = signed_target(app, head)?;
+    let grant = grant(app, head)?;
     if t.upload_length.is_none() && t.upload_defer_length.is_some() {
         return Err(Error::BadRequest(
             "Upload-Defer-Length is not supported: the signed size must be declared".into(),
@@ -28,14 +29,12 @@ pub async fn create<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<O
     }
     let length = parse_number(t.upload_length.as_deref(), "Upload-Length")?;
     let metadata = t.upload_metadata.clone().unwrap_or_default();
-    let content_type = content_type(&parse_metadata(&metadata)?)?;
-    check_signature(
-        app.config.secret.as_bytes(),
-        &sig,
-        &path,
-        length,
-        content_type.as_bytes(),
-    )?;
+    let requested_type = content_type(&parse_metadata(&metadata)?)?;
+    let grant = grant.declared(requested_type.as_bytes());
+    grant.check_size(&app.keys, length)?;
+    let path = &grant.path;
+    // What was signed: the metadata's type, or a token's own.
+    let content_type = String::from_utf8_lossy(&grant.meta.content_type).into_owned();
     let max = app.config.upload_max_size.0;
     if length > max {
         return Err(Error::TooLarge { size: length, max });
@@ -47,11 +46,11 @@ pub async fn create<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<O
         ));
     }
     // A PUT writing to the path already holds its own preallocation: no second one for it.
-    if app.store.is_claimed(&path) || app.store.exists(&path)? {
+    if app.store.is_claimed(path) || app.store.exists(path)? {
         return Err(Error::Conflict);
     }
-    let id = new_id(app.config.secret.as_bytes())?;
-    app.store.create_part(&id, length, content_type.as_bytes()).await?;
+    let id = new_id(app.keys.current())?;
+    app.store.create_part(&id, length, &grant.meta).await?;
     let session = Session {
         id: id.clone(),
         path: path.as_str().to_owned(),

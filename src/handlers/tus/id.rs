@@ -18,13 +18,16 @@ pub fn new_id(secret: &[u8]) -> std::io::Result<String> {
     Ok(id)
 }
 
-pub fn check_id(secret: &[u8], id: &str) -> bool {
+/// Whether `id` was minted with one of `keys` (an upload begun before a rotation of `Secret`
+/// goes on under `PreviousSecrets`).
+pub fn check_id(keys: &[&[u8]], id: &str) -> bool {
     if id.len() != 2 * (ID_RANDOM + ID_TAG) {
         return false;
     }
     let Ok(bytes) = hex::decode(id) else { return false };
     let (random, given) = bytes.split_at(ID_RANDOM);
-    tag(secret, random).verify_truncated_left(given).is_ok()
+    keys.iter()
+        .any(|key| tag(key, random).verify_truncated_left(given).is_ok())
 }
 
 fn tag(secret: &[u8], random: &[u8]) -> auth::HmacSha256 {
@@ -50,13 +53,14 @@ mod tests {
         let b = new_id(b"secret").unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
-        assert!(check_id(b"secret", &a));
-        assert!(!check_id(b"other secret", &a), "minted with another secret");
+        assert!(check_id(&[b"secret"], &a));
+        assert!(!check_id(&[b"other secret"], &a), "minted with another secret");
+        assert!(check_id(&[b"new secret", b"secret"], &a), "minted before a rotation");
         let mut forged = a.clone().into_bytes();
         forged[3] = if forged[3] == b'0' { b'1' } else { b'0' };
-        assert!(!check_id(b"secret", std::str::from_utf8(&forged).unwrap()));
-        assert!(!check_id(b"secret", &a[..63]));
-        assert!(!check_id(b"secret", &format!("{}zz", &a[..62])));
+        assert!(!check_id(&[b"secret"], std::str::from_utf8(&forged).unwrap()));
+        assert!(!check_id(&[b"secret"], &a[..63]));
+        assert!(!check_id(&[b"secret"], &format!("{}zz", &a[..62])));
         assert_eq!(short(&a), &a[..8]);
     }
 }

@@ -25,7 +25,7 @@ const HEAD_GRACE: Duration = Duration::from_millis(50);
 pub async fn resource<E: Exchange>(app: &App, head: &Head, method: Method, id: &str, ex: &mut E) -> Result<Outcome> {
     let sessions = sessions(app)?;
     let t = tus_headers(head)?;
-    if !check_id(app.config.secret.as_bytes(), id) {
+    if !check_id(&app.keys.all(), id) {
         return Err(Error::NotFound);
     }
     // Counted from its head on, before any wait: a HEAD that arrives behind it waits for it.

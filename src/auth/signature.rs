@@ -1,13 +1,10 @@
-//! Upload signatures (DESIGN.md §2): HMAC-SHA256 over the decoded path, the size and,
-//! for v2/token, the content type. Pure functions, no I/O.
+//! Signed upload URLs (docs/protocol.md, "Signatures"): HMAC-SHA256 over the decoded path,
+//! the size and, for v2/token, the content type. Pure functions, no I/O.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub type HmacSha256 = Hmac<Sha256>;
-
-/// The content type signed (and stored) when a PUT has no Content-Type header.
-pub const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
 
 /// The signature protocols, lowest to highest precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
