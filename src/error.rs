@@ -7,6 +7,7 @@ use std::io;
 
 use crate::auth::jwt::{Mismatch, TokenError};
 use crate::path::PathError;
+use crate::retention::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,6 +59,9 @@ pub enum Error {
     Unavailable(String),
     #[error("not enough disk space")]
     InsufficientStorage,
+    /// `StoreMaxSize` or `UserQuota` would be exceeded.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
     #[error("resumable upload expired or removed")]
@@ -145,6 +149,7 @@ kinds! {
     TooManyRequests => 429, "too_many_requests", Close;
     Unavailable => 503, "unavailable", Close;
     InsufficientStorage => 507, "insufficient_storage", Close;
+    QuotaExceeded => 507, "quota_exceeded", Close;
     Io => 500, "io", Close;
     Gone => 410, "gone", Keep;
     Locked => 423, "locked", Keep;
@@ -181,6 +186,7 @@ impl Error {
             Error::TooManyRequests { .. } => Kind::TooManyRequests,
             Error::Unavailable(_) => Kind::Unavailable,
             Error::InsufficientStorage => Kind::InsufficientStorage,
+            Error::QuotaExceeded(_) => Kind::QuotaExceeded,
             Error::Io(_) => Kind::Io,
             Error::Gone => Kind::Gone,
             Error::Locked => Kind::Locked,
@@ -232,6 +238,14 @@ impl Error {
             Mismatch::Expired(at) => Error::TokenExpired(at),
             Mismatch::Slot { .. } | Mismatch::Filename { .. } => Error::SlotMismatch(m.to_string()),
             Mismatch::Size { .. } => Error::SizeMismatch(m.to_string()),
+        }
+    }
+
+    /// An upload the quotas do not admit.
+    pub fn quota(r: Refusal) -> Error {
+        match r {
+            Refusal::Counting => Error::Unavailable(r.to_string()),
+            r => Error::QuotaExceeded(r.to_string()),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod limits;
 pub mod metrics;
 pub mod path;
+pub mod retention;
 pub mod session;
 pub mod shutdown;
 pub mod storage;

@@ -56,6 +56,40 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<std::time::Duration>,
     },
+    /// The stored files: statistics, listing, removal, purges. Works against a running
+    /// server (through its control socket) or, when none runs, on the store directly.
+    Files {
+        #[command(subcommand)]
+        command: FilesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilesCommand {
+    /// Files and bytes stored, in all and per uploader.
+    Stats,
+    /// Stored files, oldest first: upload time, size, uploader, expiry, path.
+    List {
+        /// Only this uploader's files (a bare JID, or UploaderFromPath's segment).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only files uploaded longer ago than this, e.g. "30d".
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
+    /// Delete files, by store path (below UploadSubDir, not percent-encoded) or URL.
+    Rm {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Delete every file of an uploader (an account deletion, a privacy request) or older
+    /// than a duration.
+    Purge {
+        #[arg(long, required_unless_present = "older_than")]
+        user: Option<String>,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,6 +119,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Files { command }) = cli.command {
+        return files(&config, command);
+    }
     if let Some(Command::Sign {
         path,
         size,
@@ -211,6 +248,80 @@ fn bearer(
         claims["expires"] = (now + e.as_secs()).into();
     }
     Ok(auth::jwt::mint(config.secret.as_bytes(), &claims.to_string()))
+}
+
+fn files(config: &Config, command: FilesCommand) -> ExitCode {
+    use hmac_file_server::retention::control::{Reply, Request};
+    use hmac_file_server::retention::{command, Filter};
+    let filter = |user: Option<String>, older_than: Option<std::time::Duration>| Filter {
+        uploader: user,
+        before: older_than.map(|d| hmac_file_server::session::unix_now().saturating_sub(d.as_secs())),
+    };
+    let mut requests = match command {
+        FilesCommand::Stats => vec![Request::Stats],
+        FilesCommand::List { user, older_than } => vec![Request::List {
+            filter: filter(user, older_than),
+            after: None,
+            limit: 1000,
+        }],
+        FilesCommand::Rm { paths } => {
+            let prefix = config.url_prefix();
+            let mut store_paths = Vec::new();
+            for p in paths {
+                match store_path_of(&p, &prefix) {
+                    Some(sp) => store_paths.push(sp),
+                    None => {
+                        eprintln!("hmac-file-server: {p:?} is not a store path or a URL below {prefix}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            vec![Request::Rm { paths: store_paths }]
+        }
+        FilesCommand::Purge { user, older_than } => vec![Request::Purge {
+            filter: filter(user, older_than),
+        }],
+    };
+    let mut status = ExitCode::SUCCESS;
+    while let Some(req) = requests.pop() {
+        let reply = match command::run(config, req.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("hmac-file-server: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        print!("{}", command::render(&reply));
+        match (&reply, req) {
+            (Reply::Error(_), _) => return ExitCode::from(1),
+            (Reply::Removed(r), _) if r.iter().any(|(_, n)| n.is_none()) => status = ExitCode::from(1),
+            // A full page: the next one follows the last file.
+            (Reply::Files(f), Request::List { filter, limit, .. }) if f.len() == limit => {
+                let last = &f[f.len() - 1];
+                requests.push(Request::List {
+                    filter,
+                    after: Some((last.uploaded, last.path.clone())),
+                    limit,
+                });
+            }
+            _ => {}
+        }
+    }
+    status
+}
+
+/// A file named on the command line: a store path as is, or a URL (or its path) below the
+/// upload prefix, percent-decoded.
+fn store_path_of(arg: &str, prefix: &str) -> Option<String> {
+    let target = match arg.split_once("://") {
+        Some((_, rest)) => &rest[rest.find('/')?..],
+        None if arg.starts_with('/') => arg,
+        None => return Some(arg.to_owned()),
+    };
+    let (raw, _) = hmac_file_server::path::split_target(target);
+    hmac_file_server::path::store_path(raw, prefix)
+        .ok()
+        .map(|p| p.as_str().to_owned())
 }
 
 /// StoreDir must be a writable directory, or creatable below a writable one.

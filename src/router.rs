@@ -2,9 +2,10 @@
 //! handler. Every route of the server is in these two functions.
 
 use crate::app::App;
+pub use crate::app::Features;
 use crate::error::{Error, Result};
 use crate::handlers::tus::{self, headers};
-use crate::handlers::{download, options, upload, Exchange, Outcome};
+use crate::handlers::{delete, download, options, upload, Exchange, Outcome};
 use crate::http::{Head, Method};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub enum Route<'a> {
     TusCreate,
     /// HEAD, PATCH or DELETE on a resumable upload's URL.
     TusResource { id: &'a str, method: Method },
+    /// DELETE below the prefix with `DeleteSecret` set: Metronome's signed deletion.
+    Delete,
     /// 405 with `Allow`.
     NotAllowed,
 }
@@ -38,12 +41,12 @@ impl Route<'_> {
     }
 }
 
-/// The route of a request below `prefix`; `resumable`: whether tus is switched on. The method
-/// is the one the request stands for (`X-HTTP-Method-Override` applied). A POST that does not
-/// speak tus is one of the "other methods" (405).
-pub fn route<'a>(head: &'a Head, prefix: &str, resumable: bool) -> Route<'a> {
+/// The route of a request below `prefix`. The method is the one the request stands for
+/// (`X-HTTP-Method-Override` applied). A POST that does not speak tus is one of the "other
+/// methods" (405), and so is a DELETE while signed deletion is off.
+pub fn route<'a>(head: &'a Head, prefix: &str, features: Features) -> Route<'a> {
     let method = headers::method(head);
-    if resumable {
+    if features.resumable {
         if let Some(id) = tus::resource_id(prefix, &head.target) {
             return match method {
                 Method::Options => Route::Options,
@@ -57,6 +60,7 @@ pub fn route<'a>(head: &'a Head, prefix: &str, resumable: bool) -> Route<'a> {
         Method::Get | Method::Head => Route::Get,
         Method::Options => Route::Options,
         Method::Post if headers::speaks_tus(head) => Route::TusCreate,
+        Method::Delete if features.deletion => Route::Delete,
         Method::Post | Method::Patch | Method::Delete | Method::Other => Route::NotAllowed,
     }
 }
@@ -68,6 +72,7 @@ pub async fn handle<E: Exchange>(app: &App, head: &Head, route: Route<'_>, ex: &
         Route::Options => Ok(options::options(app, head, ex)),
         Route::TusCreate => tus::create(app, head, ex).await,
         Route::TusResource { id, method } => tus::resource(app, head, method, id, ex).await,
+        Route::Delete => delete::delete(app, head, ex).await,
         Route::NotAllowed => Err(Error::MethodNotAllowed),
     }
 }
@@ -83,9 +88,16 @@ mod tests {
     };
     const ID: &str = "0123456789abcdef";
 
+    fn on(resumable: bool) -> Features {
+        Features {
+            resumable,
+            deletion: false,
+        }
+    }
+
     fn routed(request: &str, resumable: bool) -> String {
         let (head, _) = parse_head(request.as_bytes(), LIMITS).unwrap().unwrap();
-        format!("{:?}", route(&head, "/upload/", resumable))
+        format!("{:?}", route(&head, "/upload/", on(resumable)))
     }
 
     fn req(method: &str, target: &str, headers: &str) -> String {
@@ -102,6 +114,15 @@ mod tests {
         assert_eq!(routed(&req("BREW", "/upload/a", ""), true), "NotAllowed");
         // Outside the prefix still routes: the handler answers 404 for the path.
         assert_eq!(routed(&req("GET", "/elsewhere", ""), true), "Get");
+        // Signed deletion, once switched on.
+        let (head, _) = parse_head(req("DELETE", "/upload/a/b.txt?token=1", "").as_bytes(), LIMITS)
+            .unwrap()
+            .unwrap();
+        let deletion = Features {
+            resumable: true,
+            deletion: true,
+        };
+        assert_eq!(route(&head, "/upload/", deletion), Route::Delete);
     }
 
     #[test]
@@ -137,11 +158,11 @@ mod tests {
         let (head, _) = parse_head(req("PUT", "/upload/a", "").as_bytes(), LIMITS)
             .unwrap()
             .unwrap();
-        assert!(route(&head, "/upload/", true).uploads());
+        assert!(route(&head, "/upload/", on(true)).uploads());
         let url = format!("/upload/.hmac-file-server/tus/{ID}");
         let (head, _) = parse_head(req("PATCH", &url, "").as_bytes(), LIMITS).unwrap().unwrap();
-        assert!(route(&head, "/upload/", true).uploads());
+        assert!(route(&head, "/upload/", on(true)).uploads());
         let (head, _) = parse_head(req("HEAD", &url, "").as_bytes(), LIMITS).unwrap().unwrap();
-        assert!(!route(&head, "/upload/", true).uploads());
+        assert!(!route(&head, "/upload/", on(true)).uploads());
     }
 }

@@ -150,7 +150,18 @@ fn read_only_store_answers_503_and_recovers() {
         return;
     }
     let fs = Tmpfs::mount("8m");
-    let (s, metrics) = Server::with_metrics(&format!("StoreDir = \"{}\"", fs.path().display()), &[]);
+    // The file index keeps its database open for writing, and `mount -o remount,ro` refuses
+    // a filesystem with files open for writing (the kernel's own errors=remount-ro does not
+    // ask): the index lives elsewhere here.
+    let index = tempfile::tempdir().unwrap();
+    let (s, metrics) = Server::with_metrics(
+        &format!(
+            "StoreDir = \"{}\"\nIndexDir = \"{}\"",
+            fs.path().display(),
+            index.path().display()
+        ),
+        &[],
+    );
     let ready = || raw(metrics, b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").status;
     assert_eq!(ready(), 200);
     let kept = unique("kept.txt");

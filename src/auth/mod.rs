@@ -5,7 +5,7 @@
 pub mod jwt;
 pub mod signature;
 
-pub use signature::{keyed, message, sign, signature_from_query, verify, HmacSha256, Proto, Signature};
+pub use signature::{keyed, message, sign, sign_deletion, signature_from_query, verify, HmacSha256, Proto, Signature};
 
 /// The content type signed (and stored) when a PUT has no Content-Type header.
 pub const DEFAULT_CONTENT_TYPE: &[u8] = b"application/octet-stream";
@@ -47,6 +47,13 @@ impl Keys {
             0 => "Secret".into(),
             n => format!("PreviousSecrets[{}]", n - 1),
         }
+    }
+
+    /// The first key that signed the deletion token `hex` of `path`, if any.
+    pub fn verify_deletion(&self, hex: &str, path: &str, delete_secret: &str) -> Option<usize> {
+        self.keys
+            .iter()
+            .position(|key| signature::verify_deletion(key, hex, path, delete_secret))
     }
 
     /// The first key whose HMAC signature `sig` signs this upload, if any.

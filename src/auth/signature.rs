@@ -119,6 +119,35 @@ pub fn verify(secret: &[u8], sig: &Signature, path: &str, size: u64, content_typ
         .is_ok()
 }
 
+/// What a signed deletion signs (Metronome): `path + "\0" + DeleteSecret`.
+pub fn deletion_message(path: &str, delete_secret: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(path.len() + delete_secret.len() + 1);
+    m.extend_from_slice(path.as_bytes());
+    m.push(0);
+    m.extend_from_slice(delete_secret.as_bytes());
+    m
+}
+
+/// Lowercase hex HMAC of a signed deletion of `path`.
+pub fn sign_deletion(secret: &[u8], path: &str, delete_secret: &str) -> String {
+    hex::encode(
+        mac(secret, &deletion_message(path, delete_secret))
+            .finalize()
+            .into_bytes(),
+    )
+}
+
+/// Constant-time check of a deletion token (hex, either case).
+pub fn verify_deletion(secret: &[u8], hex_token: &str, path: &str, delete_secret: &str) -> bool {
+    let Ok(given) = hex::decode(hex_token) else {
+        return false;
+    };
+    given.len() == 32
+        && mac(secret, &deletion_message(path, delete_secret))
+            .verify_slice(&given)
+            .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +263,27 @@ mod tests {
         assert_eq!(s.hex, "first");
         assert!(signature_from_query("").is_none());
         assert!(signature_from_query("vv=1&v3=2").is_none());
+    }
+
+    #[test]
+    fn deletion_tokens() {
+        let t = sign_deletion(b"s3cr3t", "abc/photo.jpg", "delete-me");
+        // HMAC-SHA256("s3cr3t", "abc/photo.jpg\0delete-me"), computed independently.
+        assert_eq!(
+            t,
+            hex::encode(mac(b"s3cr3t", b"abc/photo.jpg\0delete-me").finalize().into_bytes())
+        );
+        assert!(verify_deletion(b"s3cr3t", &t, "abc/photo.jpg", "delete-me"));
+        assert!(verify_deletion(
+            b"s3cr3t",
+            &t.to_uppercase(),
+            "abc/photo.jpg",
+            "delete-me"
+        ));
+        assert!(!verify_deletion(b"s3cr3t", &t, "abc/other.jpg", "delete-me"));
+        assert!(!verify_deletion(b"s3cr3t", &t, "abc/photo.jpg", "another"));
+        assert!(!verify_deletion(b"other", &t, "abc/photo.jpg", "delete-me"));
+        assert!(!verify_deletion(b"s3cr3t", "zz", "abc/photo.jpg", "delete-me"));
     }
 
     #[test]

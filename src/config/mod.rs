@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod check;
+mod duration;
 mod size;
 
 pub use check::EXAMPLE_SECRET;
+pub use duration::{parse_duration, Seconds};
 pub use size::{parse_size, ByteSize};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,28 @@ pub struct Config {
     /// Seconds a Bearer token's `exp` may lie in the past (the issuer's clock may run ahead).
     #[serde(rename = "JWTClockSkew")]
     pub jwt_clock_skew: u64,
+    /// Files are deleted this long after their upload (and not served from then on); 0 = kept.
+    #[serde(rename = "FileTTL")]
+    pub file_ttl: Seconds,
+    /// Bytes all stored files may take together; 0 = no limit.
+    #[serde(rename = "StoreMaxSize")]
+    pub store_max_size: ByteSize,
+    /// Bytes the files of one known uploader may take; 0 = no limit.
+    #[serde(rename = "UserQuota")]
+    pub user_quota: ByteSize,
+    /// Over `UserQuota`, delete the uploader's oldest files to make room instead of refusing.
+    #[serde(rename = "UserQuotaEvictOldest")]
+    pub user_quota_evict_oldest: bool,
+    /// Take the first path segment as the uploader of signed URLs (ejabberd: `sha1(user@host)`).
+    #[serde(rename = "UploaderFromPath")]
+    pub uploader_from_path: bool,
+    /// Where this node's index of stored files lives; empty = `StoreDir/.hmac-file-server/index`.
+    #[serde(rename = "IndexDir")]
+    pub index_dir: PathBuf,
+    /// Metronome's signed deletion: `DELETE <path>?token=HMAC(Secret, path "\0" DeleteSecret)`;
+    /// empty = off.
+    #[serde(rename = "DeleteSecret")]
+    pub delete_secret: String,
     #[serde(rename = "StoreDir")]
     pub store_dir: PathBuf,
     #[serde(rename = "UploadSubDir")]
@@ -172,6 +196,13 @@ impl Default for Config {
             secret: String::new(),
             previous_secrets: Vec::new(),
             jwt_clock_skew: 5,
+            file_ttl: Seconds(0),
+            store_max_size: ByteSize(0),
+            user_quota: ByteSize(0),
+            user_quota_evict_oldest: false,
+            uploader_from_path: false,
+            delete_secret: String::new(),
+            index_dir: PathBuf::new(),
             store_dir: PathBuf::from("/var/lib/hmac-file-server"),
             upload_sub_dir: "upload".into(),
             log_level: "info".into(),
@@ -332,6 +363,15 @@ impl Config {
             key: "MetricsPort",
             message: format!("{:?} is not \":port\" or \"host:port\"", self.metrics_port),
         })
+    }
+
+    /// Where this node's index of stored files lives (`IndexDir`).
+    pub fn index_dir(&self) -> PathBuf {
+        if self.index_dir.as_os_str().is_empty() {
+            self.store_dir.join(crate::path::RESERVED_DIR).join("index")
+        } else {
+            self.index_dir.clone()
+        }
     }
 
     /// The URL prefix uploads and downloads live under, with leading and trailing slash.

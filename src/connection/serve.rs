@@ -57,7 +57,7 @@ pub async fn serve<S: Socket>(app: &App, worker: usize, stream: S, peer: &dyn st
         if let Some(shard) = shard {
             shard.request_started(matches!(head.method, Method::Put | Method::Post | Method::Patch));
         }
-        let route = router::route(&head, &app.prefix, app.config.resumable_uploads);
+        let route = router::route(&head, &app.prefix, app.features);
         let result = match admit(app, ip, route) {
             Ok(upload_slot) => {
                 let result = router::handle(app, &head, route, &mut conn).await;

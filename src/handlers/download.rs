@@ -21,9 +21,10 @@ pub async fn get<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
     let path = path::store_path(raw_path, &app.prefix).map_err(|e| Error::path(e, true))?;
     let stored = app.store.open_cached(&path, &app.file_cache)?;
     // An expired file is gone for clients from its expiry on, whether or not it was deleted
-    // yet (docs/protocol.md, "Bearer tokens").
+    // yet (docs/operations.md, "Retention, quotas and deletion").
     let now = crate::session::unix_now();
-    if stored.expires.is_some_and(|e| e <= now) {
+    let expiry = stored.expiry(app.config.file_ttl.0);
+    if expiry.is_some_and(|e| e <= now) {
         return Err(Error::NotFound);
     }
     let close = ex.closing(head);
@@ -72,7 +73,7 @@ pub async fn get<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
         .header_bytes("Accept-Ranges", b"bytes")
         .header_bytes("ETag", etag.as_bytes())
         .header_bytes("Last-Modified", last_modified.as_bytes())
-        .header_bytes("Cache-Control", cache_control(app, &stored, now).as_bytes());
+        .header_bytes("Cache-Control", cache_control(app, expiry, now).as_bytes());
     if status == 206 {
         h = h.header(
             "Content-Range",
@@ -93,8 +94,8 @@ pub async fn get<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
 }
 
 /// The configured `Cache-Control`, shortened for a file that expires sooner.
-fn cache_control<'a>(app: &'a App, stored: &Stored, now: u64) -> std::borrow::Cow<'a, str> {
-    match stored.expires {
+fn cache_control(app: &App, expiry: Option<u64>, now: u64) -> std::borrow::Cow<'_, str> {
+    match expiry {
         None => app.cache_control.as_str().into(),
         Some(e) => response::cache_control(app.config.cache_max_age, app.config.cache_public, Some(e), now).into(),
     }

@@ -31,11 +31,21 @@ pub fn grant(app: &App, head: &Head) -> Result<Grant> {
     let (raw_path, query) = path::split_target(&head.target);
     let path = path::store_path(raw_path, &app.prefix).map_err(|e| Error::path(e, false))?;
     match auth::credential(query, head.authorization.as_deref()) {
-        Credential::Signed(sig) => Ok(Grant {
-            path,
-            meta: FileMeta::default(),
-            check: Check::Signature(sig),
-        }),
+        Credential::Signed(sig) => {
+            // ejabberd's first segment is sha1(user@host): stable per user (UploaderFromPath).
+            let uploader = match path.as_str().split_once('/') {
+                Some((first, _)) if app.config.uploader_from_path => Some(first.to_owned()),
+                _ => None,
+            };
+            Ok(Grant {
+                path,
+                meta: FileMeta {
+                    uploader,
+                    ..FileMeta::default()
+                },
+                check: Check::Signature(sig),
+            })
+        }
         Credential::Bearer(token) => {
             let (claims, key) = jwt::verify(token, &app.keys.all()).map_err(Error::token)?;
             let now = crate::session::unix_now() as i64;

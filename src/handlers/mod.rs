@@ -2,9 +2,11 @@
 //! the parsed head and the exchange (the connection as a handler sees it: the request body
 //! in, the response out), and returns what the request amounted to; it never sees the socket.
 
+pub mod delete;
 pub mod download;
 pub mod grant;
 pub mod options;
+pub mod quota;
 pub mod tus;
 pub mod upload;
 

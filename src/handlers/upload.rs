@@ -9,6 +9,7 @@ use crate::limits::Hold;
 use crate::storage::MAX_CONTENT_TYPE;
 
 use super::grant::grant;
+use super::quota::{admit, recorded, Reserving};
 use super::{BodySink, Exchange, Outcome, Plain};
 
 /// Bodies above this size are checked for a conflict before they are read.
@@ -22,13 +23,15 @@ pub async fn put<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
     }
     let path = &grant.path;
     let max = grant.max_size(app.config.upload_max_size.0);
-    let size = match head.body {
+    let uploader = grant.meta.uploader.as_deref();
+    let (size, reservation) = match head.body {
         Body::None => return Err(Error::LengthRequired),
         Body::Length(size) => {
             grant.check_size(&app.keys, size)?;
             if size > max {
                 return Err(Error::TooLarge { size, max });
             }
+            let reservation = admit(app, uploader, size).await?;
             let early = head.expect_continue || size > EARLY_CONFLICT_CHECK;
             let upload = app.store.begin(path, Some(size), early, &grant.meta)?;
             if head.expect_continue {
@@ -36,39 +39,52 @@ pub async fn put<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
             }
             ex.body_at(&upload, 0, size, &mut Plain).await?;
             upload.publish(path, size).await?;
-            size
+            (size, reservation)
         }
         // A token vouches for the upload before its body: it claims its path like any signed
         // upload, and the body may be as long as the token says.
         Body::Chunked if grant.verified() => {
+            let mut sink = Reserving {
+                app,
+                reservation: admit(app, uploader, 0).await?,
+                inner: Plain,
+            };
             let upload = app.store.begin(path, None, true, &grant.meta)?;
             if head.expect_continue {
                 ex.send_continue().await?;
             }
             let size = ex
-                .chunked_at(&upload, 0, max, &mut Plain)
+                .chunked_at(&upload, 0, max, &mut sink)
                 .await
                 .map_err(|e| grant.explain(e, app.config.upload_max_size.0))?;
             grant.check_size(&app.keys, size)?;
             upload.publish(path, size).await?;
-            size
+            (size, sink.reservation)
         }
         // No size up front: the signature can only be checked once the last chunk arrived,
         // and before anything becomes visible. Until then the body claims no path and is
         // held within the unverified-bytes budget.
         Body::Chunked => {
+            // Whose upload it is counts only once the signature says so: until then the
+            // body reserves against StoreMaxSize alone.
+            let mut sink = Reserving {
+                app,
+                reservation: admit(app, None, 0).await?,
+                inner: Unverified(app.unverified.hold(ex.client())),
+            };
             let upload = app.store.begin_unverified(path, &grant.meta)?;
             if head.expect_continue {
                 ex.send_continue().await?;
             }
-            let mut sink = Unverified(app.unverified.hold(ex.client()));
             let size = ex.chunked_at(&upload, 0, max, &mut sink).await?;
             grant.check_size(&app.keys, size)?;
             drop(sink);
+            let reservation = admit(app, uploader, size).await?;
             upload.publish(path, size).await?;
-            size
+            (size, reservation)
         }
     };
+    recorded(app, path, size, &grant.meta, Some(reservation)).await;
     let close = ex.closing(head);
     response::simple(ex.response(), 201, &[], "", close);
     Ok(Outcome {

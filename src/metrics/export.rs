@@ -71,6 +71,22 @@ fn families(m: &Metrics, p: &ProcSample) -> Vec<Family> {
             (vec![("reason", k.label().to_owned())], U(n))
         })
         .collect();
+    let r = &m.retention;
+    let deleted = super::DELETED_BY
+        .iter()
+        .zip(&r.deleted)
+        .map(|(why, n)| (vec![("reason", (*why).to_owned())], U(n.load(Ordering::Relaxed))))
+        .collect();
+    let refusals = vec![
+        (
+            vec![("quota", "store".to_owned())],
+            U(r.refused_store.load(Ordering::Relaxed)),
+        ),
+        (
+            vec![("quota", "user".to_owned())],
+            U(r.refused_user.load(Ordering::Relaxed)),
+        ),
+    ];
     let driver = vec![(vec![("driver", (*lock(&m.driver)).to_owned())], I(1))];
     let build = vec![(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], I(1))];
     let store: Vec<_> = lock(&m.session_store)
@@ -189,6 +205,26 @@ fn families(m: &Metrics, p: &ProcSample) -> Vec<Family> {
             "hmac_file_server_workers",
             "Worker threads.",
             Gauge(I(m.workers as i64)),
+        ),
+        family(
+            "hmac_file_server_stored_files",
+            "Files in the store (this node's index).",
+            Gauge(U(m.retention.stored_files.load(Ordering::Relaxed))),
+        ),
+        family(
+            "hmac_file_server_stored_bytes",
+            "Bytes of the files in the store (this node's index).",
+            Gauge(U(m.retention.stored_bytes.load(Ordering::Relaxed))),
+        ),
+        family(
+            "hmac_file_server_files_deleted",
+            "Files deleted: expired, on request (signed DELETE), evicted by UserQuotaEvictOldest, by the files command.",
+            Labeled(MetricType::Counter, deleted),
+        ),
+        family(
+            "hmac_file_server_quota_refusals",
+            "Uploads refused by StoreMaxSize (quota=store) or UserQuota (quota=user).",
+            Labeled(MetricType::Counter, refusals),
         ),
         family(
             "hmac_file_server_unverified_bytes",

@@ -236,7 +236,23 @@ pub struct Metrics {
     last_cpu: Mutex<(Instant, f64)>,
     /// Bytes held by upload bodies whose signature is not checked yet, as of this scrape.
     unverified_bytes: AtomicU64,
+    pub retention: Retention,
 }
+
+/// What the retention thread reports: the stored files, and files deleted or refused.
+#[derive(Debug, Default)]
+pub struct Retention {
+    pub stored_files: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    /// Files deleted, by why (`DELETED_BY`).
+    pub deleted: [AtomicU64; 4],
+    /// Uploads refused by `StoreMaxSize` and by `UserQuota`.
+    pub refused_store: AtomicU64,
+    pub refused_user: AtomicU64,
+}
+
+/// The reasons files are deleted, in the order of `Retention::deleted`.
+pub const DELETED_BY: [&str; 4] = ["expired", "request", "evicted", "admin"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -256,6 +272,7 @@ impl Metrics {
             session_store: Mutex::new(None),
             last_cpu: Mutex::new((Instant::now(), process::Sample::read().cpu_seconds)),
             unverified_bytes: AtomicU64::new(0),
+            retention: Retention::default(),
         }
     }
 

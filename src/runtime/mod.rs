@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::retention::Catalog;
 use crate::storage::Store;
 use listen::Listen;
 
@@ -30,6 +31,8 @@ pub enum StartError {
     Worker(String),
     #[error("{0}")]
     Sessions(String),
+    #[error("{0}")]
+    Retention(String),
 }
 
 /// Start everything, serve until SIGINT/SIGTERM, drain, and return (the caller exits).
@@ -51,7 +54,16 @@ pub fn run(config: Config, store: Store) -> Result<(), StartError> {
         true => side::open_sessions(&config, &store, &side_runtime)?,
         false => None,
     };
-    let app = Arc::new(App::new(config, store, sessions));
+    let store = Arc::new(store);
+    let metrics = Arc::new(crate::metrics::Metrics::new(config.worker_count()));
+    let node = crate::node::Node::this(&config.node_id);
+    let retention = Catalog::start(
+        store.clone(),
+        metrics.clone(),
+        crate::retention::Settings::of(&config, &node.name),
+    )
+    .map_err(|e| StartError::Retention(e.to_string()))?;
+    let app = Arc::new(App::new(config, store, sessions, metrics, retention));
     let _side = side::start(app.clone(), side_runtime)?;
     let workers = app.config.worker_count();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<&'static str, StartError>>();
@@ -86,6 +98,7 @@ pub fn run(config: Config, store: Store) -> Result<(), StartError> {
     tracing::info!(%addr, workers, driver, store = %app.store.root_path().display(), prefix = %app.prefix, "listening");
     drop(handles); // workers run until the process exits
     drain::on_signal(&app);
+    app.retention.stop();
     if let Listen::Unix(_) = listen {
         let _ = std::fs::remove_file(&app.config.listen_port);
     }

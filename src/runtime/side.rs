@@ -73,10 +73,21 @@ pub fn start(app: Arc<App>, runtime: tokio::runtime::Runtime) -> Result<std::thr
         None
     };
     let started = Instant::now();
+    let control = match crate::retention::control::bind(&app.retention.socket) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(socket = %app.retention.socket.display(), error = %e, "the files command cannot reach this server (its control socket failed)");
+            None
+        }
+    };
     std::thread::Builder::new()
         .name("side".into())
         .spawn(move || {
             runtime.block_on(async move {
+                if let Some(control) = control {
+                    let answering = app.clone();
+                    tokio::spawn(async move { answer_files_commands(answering, control).await });
+                }
                 if let Some(sessions) = app.sessions.clone() {
                     let (probing, probed) = (app.clone(), sessions.clone());
                     tokio::spawn(async move { probe_forever(&probing, &probed).await });
@@ -90,6 +101,30 @@ pub fn start(app: Arc<App>, runtime: tokio::runtime::Runtime) -> Result<std::thr
             })
         })
         .map_err(|e| StartError::Worker(e.to_string()))
+}
+
+/// Answer the `files` command on the control socket, one task per connection.
+async fn answer_files_commands(app: Arc<App>, listener: std::os::unix::net::UnixListener) {
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "the files command's control socket failed"),
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::retention::control::answer(&app.retention, stream).await {
+                        tracing::warn!(error = %e, "files command: request failed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "files command: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// The session store is asked every `PROBE_EVERY` whether it answers: for `/ready`, the metrics

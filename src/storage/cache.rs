@@ -15,6 +15,8 @@ use super::Stored;
 struct Entry {
     stored: Rc<Stored>,
     expires: Instant,
+    /// The store's deletion count when this entry was last known to be linked.
+    deletions: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -50,23 +52,35 @@ pub fn release_body(len: usize) {
     BODY_BYTES.with(|b| b.set(b.get().saturating_sub(len)));
 }
 
-pub fn get(path: &str, now: Instant) -> Option<Rc<Stored>> {
+/// The cached file of `path`, unless its entry expired, or the server deleted files since it
+/// was last checked (`deletions`, the store's count) and this one is among them.
+pub fn get(path: &str, now: Instant, deletions: u64) -> Option<Rc<Stored>> {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        match c.map.get(path) {
-            Some(e) if e.expires > now => Some(e.stored.clone()),
-            Some(_) => {
-                c.map.remove(path);
-                None
+        let hit = match c.map.get(path) {
+            Some(e) if e.expires > now && (e.deletions.get() == deletions || still_linked(&e.stored)) => {
+                e.deletions.set(deletions);
+                Some(e.stored.clone())
             }
-            None => None,
+            Some(_) => None,
+            None => return None,
+        };
+        if hit.is_none() {
+            c.map.remove(path);
         }
+        hit
     })
+}
+
+/// Whether the cached file still has a name (a deleted one has none, while its fd lives).
+fn still_linked(stored: &Stored) -> bool {
+    use std::os::fd::AsRawFd;
+    nix::sys::stat::fstat(stored.file.as_raw_fd()).is_ok_and(|st| st.st_nlink > 0)
 }
 
 /// Remember `stored` for `ttl`. At `capacity`, expired entries go first, then everything:
 /// cheaper than LRU bookkeeping per hit, and a full flush once per `capacity` misses is rare.
-pub fn put(path: &str, stored: Rc<Stored>, now: Instant, ttl: Duration, capacity: usize) {
+pub fn put(path: &str, stored: Rc<Stored>, now: Instant, ttl: Duration, capacity: usize, deletions: u64) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.map.len() >= capacity {
@@ -80,6 +94,7 @@ pub fn put(path: &str, stored: Rc<Stored>, now: Instant, ttl: Duration, capacity
             Entry {
                 stored,
                 expires: now + ttl,
+                deletions: Cell::new(deletions),
             },
         );
     });

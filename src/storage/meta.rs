@@ -45,6 +45,21 @@ impl FileMeta {
     }
 }
 
+/// Every attribute stored on `file` (an absent content type reads as empty).
+pub fn read(file: &File) -> FileMeta {
+    let (content_type, expires) = for_download(file);
+    let uploader = file
+        .get_xattr(UPLOADER_XATTR)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok());
+    FileMeta {
+        content_type: content_type.unwrap_or_default(),
+        uploader,
+        expires,
+    }
+}
+
 /// What a download needs of a stored file's attributes: its content type and its expiry.
 pub(super) fn for_download(file: &File) -> (Option<Vec<u8>>, Option<u64>) {
     let content_type = file.get_xattr(TYPE_XATTR).ok().flatten();

@@ -8,6 +8,7 @@
 
 mod cache;
 mod commit;
+mod delete;
 mod dirsync;
 mod fsops;
 mod meta;
@@ -28,7 +29,8 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-pub use meta::FileMeta;
+pub use delete::Removed;
+pub use meta::{read as read_meta, FileMeta};
 pub use read::{read_exact_at, OpenFileCache, Stored};
 pub use upload::Upload;
 
@@ -62,6 +64,8 @@ pub struct Store {
     /// Present when `sync`: the shared syncfs rounds for small uploads.
     commit: Option<commit::GroupCommit>,
     counter: AtomicU64,
+    /// Files this process deleted (`delete`), for the open-file caches.
+    deletions: AtomicU64,
     /// Paths with an upload under way on this node: a second PUT gets 409 at once instead of
     /// streaming a whole body that would lose the final link anyway.
     in_progress: Mutex<HashSet<String>>,
@@ -95,6 +99,7 @@ impl Store {
             sync,
             commit: None,
             counter: AtomicU64::new(0),
+            deletions: AtomicU64::new(0),
             in_progress: Mutex::new(HashSet::new()),
         };
         let removed = store.remove_leftovers(&tmp_path)?;

@@ -40,12 +40,24 @@ pub struct Stored {
     pub content_type: Option<Vec<u8>>,
     /// Unix seconds from which the file is no longer served (docs/protocol.md, "Bearer tokens").
     pub expires: Option<u64>,
+    /// Unix seconds of its last modification: when it was uploaded.
+    pub uploaded: u64,
     /// The whole file, once read, if it is small and this worker's body budget allows
     /// (see `cache::BODY_MAX`): a repeated GET then needs no file read.
     body: std::cell::OnceCell<Box<[u8]>>,
 }
 
 impl Stored {
+    /// When the file stops being served: its own expiry, or its upload plus `ttl` (`FileTTL`,
+    /// 0 = none), whichever comes first.
+    pub fn expiry(&self, ttl: u64) -> Option<u64> {
+        let by_age = (ttl > 0).then(|| self.uploaded.saturating_add(ttl));
+        match (self.expires, by_age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Append the file's bytes `[pos, pos + want)` to `out`.
     pub async fn read_into(&self, out: &mut Vec<u8>, pos: u64, want: usize) -> Result<()> {
         read_exact_at(&self.file, out, pos, want).await
@@ -109,11 +121,12 @@ impl Store {
             return self.open_read(path).map(Rc::new);
         }
         let now = Instant::now();
-        if let Some(hit) = cache::get(path.as_str(), now) {
+        let deletions = self.deletions();
+        if let Some(hit) = cache::get(path.as_str(), now, deletions) {
             return Ok(hit);
         }
         let stored = Rc::new(self.open_read(path)?);
-        cache::put(path.as_str(), stored.clone(), now, cache.ttl, cache.entries);
+        cache::put(path.as_str(), stored.clone(), now, cache.ttl, cache.entries, deletions);
         Ok(stored)
     }
 
@@ -146,6 +159,7 @@ impl Store {
             last_modified: httpdate::fmt_http_date(mtime),
             content_type,
             expires,
+            uploaded: st.st_mtime.max(0) as u64,
             body: std::cell::OnceCell::new(),
         })
     }

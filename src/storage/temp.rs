@@ -156,6 +156,15 @@ impl Store {
         ))
     }
 
+    /// The attributes stored on a resumable upload's partial file, and its size (the whole
+    /// upload's: it is preallocated).
+    pub fn part_meta(&self, id: &str) -> Option<(FileMeta, u64)> {
+        let fd = open_beneath(self.tmp.as_raw_fd(), &part_name(id), OFlag::O_RDONLY, Mode::empty()).ok()?;
+        let file = fs::File::from(fd);
+        let size = file.metadata().ok()?.len();
+        Some((super::meta::read(&file), size))
+    }
+
     pub fn part_exists(&self, id: &str) -> bool {
         open_beneath(self.tmp.as_raw_fd(), &part_name(id), OFlag::O_PATH, Mode::empty()).is_ok()
     }

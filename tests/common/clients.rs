@@ -141,6 +141,13 @@ pub fn put_bearer(server: &Server, target: &str, body: &[u8], token: &str) -> Re
     raw(server.addr, &req)
 }
 
+/// The text exposition on the operator's port.
+pub fn scrape(metrics: SocketAddr) -> String {
+    let r = raw(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).expect("UTF-8 exposition")
+}
+
 /// PUT `body` with ureq, a real HTTP client. Returns the status (errors included).
 pub fn put(server: &Server, target: &str, body: &[u8], content_type: Option<&str>) -> u16 {
     let mut req = ureq::put(&server.url(target));

@@ -136,6 +136,23 @@ impl Server {
         self.wait_ready();
     }
 
+    /// Stop the server as systemd does (SIGTERM) and wait for it to exit.
+    pub fn stop_graceful(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `stop_graceful`, then start again on the same config, StoreDir and port.
+    pub fn restart_graceful(&mut self) {
+        self.stop_graceful();
+        self.restart();
+    }
+
     /// `restart`, with `extra` TOML lines changing the configuration (as an operator edits
     /// it between two runs).
     pub fn restart_with(&mut self, extra: &str) {

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::handlers::quota::recorded;
 use crate::handlers::{BodySink, Exchange};
 use crate::http::{Body, Head};
 use crate::logging::Escaped;
@@ -97,13 +98,17 @@ pub async fn append<E: Exchange>(
 /// so a client that asks again learns that its upload is done.
 pub async fn finish(app: &App, sessions: &Sessions, session: &Session, upload: Upload<'_>) -> Result<()> {
     let path = StorePath::from_stored(&session.path).map_err(Error::BadPath)?;
+    // What creation stored on the part (uploader, expiry) is what the index records.
+    let meta = app.store.part_meta(&session.id).map(|(m, _)| m).unwrap_or_default();
     match upload.publish(&path, session.length).await {
         Ok(()) => {
             tracing::info!(id = %short(&session.id), path = %Escaped(&session.path), size = session.length, "resumable upload published");
+            let reservation = app.retention.take_part(&session.id).await;
+            recorded(app, &path, session.length, &meta, reservation).await;
             Ok(())
         }
         Err(Error::Conflict) => {
-            app.store.remove_part(&session.id);
+            app.discard_part(&session.id);
             let _ = sessions.remove(&session.id).await;
             Err(Error::Conflict)
         }

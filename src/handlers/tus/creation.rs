@@ -6,6 +6,7 @@
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::handlers::grant::grant;
+use crate::handlers::quota::admit;
 use crate::handlers::{Exchange, Outcome};
 use crate::http::response::{ResponseHead, TUS_CORS};
 use crate::http::{Body, Head};
@@ -49,8 +50,12 @@ pub async fn create<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<O
     if app.store.is_claimed(path) || app.store.exists(path)? {
         return Err(Error::Conflict);
     }
+    // The whole upload is reserved now, and stays so (across restarts: the partial file
+    // says how much and for whom) until it is published or goes.
+    let reservation = admit(app, grant.meta.uploader.as_deref(), length).await?;
     let id = new_id(app.keys.current())?;
     app.store.create_part(&id, length, &grant.meta).await?;
+    app.retention.hold_part(&id, reservation);
     let session = Session {
         id: id.clone(),
         path: path.as_str().to_owned(),
@@ -61,7 +66,7 @@ pub async fn create<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<O
         expires: session::unix_now() + app.config.resumable_expiration,
     };
     if let Err(e) = sessions.create(session.clone()).await {
-        app.store.remove_part(&id);
+        app.discard_part(&id);
         return Err(store_error(e));
     }
     tracing::info!(id = %short(&id), path = %Escaped(path.as_str()), length, "resumable upload created");
@@ -78,7 +83,7 @@ pub async fn create<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<O
             }
             Err(e) => {
                 // The client never saw the upload URL, so nobody can resume this one.
-                app.store.remove_part(&id);
+                app.discard_part(&id);
                 let _ = sessions.remove(&id).await;
                 return Err(e);
             }

@@ -101,7 +101,7 @@ pub async fn resource<E: Exchange>(app: &App, head: &Head, method: Method, id: &
             let session = sessions.get(id).await.map_err(store_error)?.ok_or(Error::NotFound)?;
             // A finished upload's file stays: termination only forgets the session.
             if !session.complete() {
-                app.store.remove_part(id);
+                app.discard_part(id);
             }
             sessions.remove(id).await.map_err(store_error)?;
             tracing::info!(id = %short(id), path = %Escaped(&session.path), offset = session.offset, "resumable upload terminated");

@@ -26,7 +26,7 @@ pub async fn sweep(app: &App, sessions: &Sessions) {
                     continue;
                 }
                 if !s.complete() {
-                    app.store.remove_part(&s.id);
+                    app.discard_part(&s.id);
                 }
                 match store.remove(&s.id).await {
                     Ok(()) => {
@@ -45,7 +45,7 @@ pub async fn sweep(app: &App, sessions: &Sessions) {
             continue;
         }
         if let Ok(None) = store.get(&id).await {
-            app.store.remove_part(&id);
+            app.discard_part(&id);
             tracing::info!(id = %short(&id), "removed a partial file without a session");
         }
     }
