@@ -139,3 +139,62 @@ fn http10_and_connection_close() {
     let r = read_response(&mut c, false).unwrap();
     assert_eq!(r.header("connection"), Some("close"));
 }
+
+/// Idle keep-alive connections hold no buffer while they wait (docs/architecture.md,
+/// "Memory"); each must still get its answer when it finally asks: a plain request, two
+/// pipelined ones, or a head that arrives in pieces.
+#[test]
+fn two_thousand_idle_connections_are_each_answered_when_they_ask() {
+    const IDLE: usize = 2000;
+    raise_fd_limit();
+    let s = Server::with_config("IdleTimeout = 120\n");
+    let path = unique("idle.txt");
+    assert_eq!(
+        put(&s, &s.put_target(&path, 9, None, Proto::V), b"idle body", None),
+        201
+    );
+    let request = format!("GET /upload/{} HTTP/1.1\r\nHost: x\r\n\r\n", encode_path(&path));
+    let mut conns: Vec<_> = (0..IDLE)
+        .map(|_| {
+            let mut c = connect(s.addr);
+            c.write_all(request.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    for c in &mut conns {
+        let r = read_response(c, false).expect("first answer");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"idle body"[..]));
+    }
+    // All of them idle now; the server goes on serving others meanwhile.
+    std::thread::sleep(Duration::from_millis(500));
+    let other = unique("busy.txt");
+    assert_eq!(put(&s, &s.put_target(&other, 4, None, Proto::V), b"busy", None), 201);
+    assert_eq!(
+        get(&s, &format!("/upload/{}", encode_path(&other))),
+        (200, b"busy".to_vec())
+    );
+    // Then each asks again, in reverse order of opening.
+    for (i, c) in conns.iter_mut().enumerate().rev() {
+        match i % 10 {
+            0 => {
+                let (a, b) = request.split_at(request.len() / 2);
+                c.write_all(a.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+                c.write_all(b.as_bytes()).unwrap();
+            }
+            1..=4 => c.write_all(format!("{request}{request}").as_bytes()).unwrap(),
+            _ => c.write_all(request.as_bytes()).unwrap(),
+        }
+    }
+    for (i, c) in conns.iter_mut().enumerate().rev() {
+        let answers = if (1..=4).contains(&(i % 10)) { 2 } else { 1 };
+        for _ in 0..answers {
+            let r = read_response(c, false).unwrap_or_else(|| panic!("connection {i} got no answer"));
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (200, &b"idle body"[..]),
+                "connection {i}"
+            );
+        }
+    }
+}

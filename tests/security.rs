@@ -440,20 +440,6 @@ fn pipelined_requests_nobody_reads_and_lingering_closes_end_after_send_timeout()
     drop((pipelined, lingering));
 }
 
-/// Raise this process's open-file limit to its hard limit (tests that hold 1,000 sockets).
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit on a local struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
 /// What headless Chromium makes of `url` within 10 s: the DOM it rendered, or "" when it
 /// rendered nothing (a download).
 fn chromium_dom(url: &str) -> String {

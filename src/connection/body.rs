@@ -44,7 +44,7 @@ impl BodyClock {
     }
 }
 
-impl<S: Socket> Conn<'_, S> {
+impl<S: Socket> Conn<S> {
     /// Stream a `Content-Length` body of `len` bytes into `upload` from file position `start`,
     /// a chunk at a time: socket reads land directly in the chunk buffer, each full buffer is
     /// one write through the ring. `sink` sees the bytes as they arrive and each write as it

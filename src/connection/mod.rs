@@ -4,16 +4,20 @@
 //! see it as an `Exchange`.
 
 mod body;
+mod buffers;
+mod idle;
 mod send;
 mod serve;
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Canceller};
 
+pub use idle::run_timer as run_idle_timer;
 pub use serve::serve;
 
 use crate::app::App;
@@ -23,9 +27,9 @@ use crate::http::{self, response, Head};
 use crate::limits::ClientKey;
 use crate::storage::Upload;
 
-/// Initial read buffer: enough for a typical request head, small enough that thousands of
-/// idle keep-alive connections stay cheap. It grows up to `MaxHeaderBytes` only when needed.
-const INITIAL_READ_BUF: usize = 4096;
+/// A request's read buffer starts at this size (from the worker's pool) and grows up to
+/// `MaxHeaderBytes` only when a head needs it.
+const INITIAL_READ_BUF: usize = buffers::SIZE;
 /// Responses to pipelined requests are held back until this much is queued: small, because a
 /// client that pipelines and never reads holds it until `SendTimeout`.
 const MAX_QUEUED_OUTPUT: usize = 16 * 1024;
@@ -37,11 +41,15 @@ const MAX_QUEUED_OUTPUT: usize = 16 * 1024;
 pub const LINGER_TIME: Duration = Duration::from_secs(30);
 const LINGER_IDLE: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 64 << 20;
+/// How long a connection that was just served keeps a read with a buffer in the ring before it
+/// waits without one: a busy client's next request then costs no extra system call (a poll and
+/// then a receive), and a connection idle for longer holds no buffer.
+const HOT: Duration = Duration::from_millis(250);
 
 /// A client socket: a byte stream whose readiness can be awaited without lending the kernel a
 /// buffer, so a slow or silent client costs no memory while it is waited for.
 #[allow(async_fn_in_trait)]
-pub trait Socket: AsyncReadRent + AsyncWriteRent + AsRawFd {
+pub trait Socket: AsyncReadRent + CancelableAsyncReadRent + AsyncWriteRent + AsRawFd {
     async fn readable(&self) -> io::Result<()>;
     async fn writable(&self) -> io::Result<()>;
 }
@@ -66,8 +74,8 @@ impl Socket for monoio::net::UnixStream {
     }
 }
 
-pub struct Conn<'a, S> {
-    app: &'a App,
+pub struct Conn<S> {
+    app: Arc<App>,
     /// Who per-client limits count this connection as (None on a Unix socket).
     client: Option<ClientKey>,
     stream: S,
@@ -83,13 +91,13 @@ pub struct Conn<'a, S> {
     broken: bool,
 }
 
-impl<'a, S: Socket> Conn<'a, S> {
-    pub fn new(app: &'a App, stream: S, client: Option<ClientKey>) -> Self {
+impl<S: Socket> Conn<S> {
+    pub fn new(app: Arc<App>, stream: S, client: Option<ClientKey>) -> Self {
         Conn {
             app,
             client,
             stream,
-            rbuf: Vec::with_capacity(INITIAL_READ_BUF),
+            rbuf: Vec::new(),
             wbuf: Vec::new(),
             body_read: false,
             committed: false,
@@ -124,16 +132,114 @@ impl<'a, S: Socket> Conn<'a, S> {
         }
     }
 
+    /// Wait for the next request's first bytes under `IdleTimeout`. For a moment (`HOT`) a
+    /// read with a pooled buffer waits in the ring; after that the connection holds no buffer:
+    /// both go back to the worker's pool and it waits for readability with nothing attached,
+    /// taking a buffer again only when bytes have arrived. Its deadlines are entries in the
+    /// worker's shared idle timer, not timers of its own. Ok(false): the client closed or
+    /// idled out.
+    pub async fn wait_for_request(&mut self) -> Result<bool> {
+        if !self.rbuf.is_empty() {
+            return Ok(true); // pipelined
+        }
+        if self.wbuf.is_empty() {
+            buffers::give(std::mem::take(&mut self.wbuf));
+        }
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(self.app.config.idle_timeout);
+        if let Some(_hot) = buffers::hot_slot() {
+            // Boxed: its state is needed only for the hot moment, not by every idle connection.
+            if let Some(n) = Box::pin(self.read_while_hot((now + HOT).min(deadline))).await? {
+                return Ok(n > 0);
+            }
+        }
+        buffers::give(std::mem::take(&mut self.rbuf));
+        loop {
+            let ready = monoio::select! {
+                ready = self.stream.readable() => Some(ready),
+                _ = idle::at(deadline) => None,
+            };
+            match ready {
+                None => return Ok(false),
+                Some(ready) => ready?,
+            }
+            match self.recv_pooled(usize::MAX) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Ok(done? > 0),
+            }
+        }
+    }
+
+    /// Read into a pooled buffer through the ring until `until`. Some(n): n bytes came (0: end
+    /// of stream); None: nothing came in time (the read was cancelled, and its buffer is back).
+    async fn read_while_hot(&mut self, until: Instant) -> Result<Option<usize>> {
+        let buf = match self.rbuf.capacity() {
+            0 => buffers::take(),
+            _ => std::mem::take(&mut self.rbuf),
+        };
+        let canceller = Canceller::new();
+        let mut read = std::pin::pin!(self.stream.cancelable_read(buf, canceller.handle()));
+        let done = monoio::select! {
+            read = read.as_mut() => Some(read),
+            _ = idle::at(until) => None,
+        };
+        let cancelled = done.is_none();
+        // A cancelled read still completes: with what it got meanwhile, or with an error.
+        let (res, buf) = match done {
+            Some(done) => done,
+            None => {
+                canceller.cancel();
+                read.await
+            }
+        };
+        self.rbuf = buf;
+        match res {
+            Ok(n) => Ok(Some(n)),
+            Err(_) if cancelled => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Wait until the socket is readable under `deadline`, with no buffer lent to the kernel,
+    /// then receive what came into `rbuf`, at most `max` bytes. Ok(0) is end of stream.
+    async fn receive(&mut self, max: usize, deadline: Instant, what: &'static str) -> Result<usize> {
+        loop {
+            match monoio::time::timeout_at(deadline.into(), self.stream.readable()).await {
+                Ok(ready) => ready?,
+                Err(_) => return Err(Error::Timeout(what)),
+            }
+            match self.recv_pooled(max) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Ok(done?),
+            }
+        }
+    }
+
+    /// Receive without waiting into `rbuf`, which takes a buffer from the pool if it has none
+    /// (and gives it back if nothing came).
+    fn recv_pooled(&mut self, max: usize) -> io::Result<usize> {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = buffers::take();
+        } else if self.rbuf.capacity() == self.rbuf.len() {
+            self.rbuf.reserve(self.rbuf.len());
+        }
+        let got = recv_into(self.stream.as_raw_fd(), &mut self.rbuf, max);
+        if self.rbuf.is_empty() {
+            buffers::give(std::mem::take(&mut self.rbuf));
+        }
+        got
+    }
+
     /// Read the next request head. Ok(None): the client closed or idled out between requests.
     pub async fn read_head(&mut self) -> Result<Option<Head>> {
-        let cfg = &self.app.config;
         let limits = self.app.head_limits;
-        let idle_deadline = Instant::now() + Duration::from_secs(cfg.idle_timeout);
+        let header_timeout = Duration::from_secs(self.app.config.header_timeout);
+        let idle_deadline = Instant::now() + Duration::from_secs(self.app.config.idle_timeout);
         let mut head_deadline = None;
         self.committed = false;
         loop {
             if !self.rbuf.is_empty() {
-                head_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(cfg.header_timeout));
+                head_deadline.get_or_insert_with(|| Instant::now() + header_timeout);
                 if let Some((head, n)) = http::parse_head(&self.rbuf, limits)? {
                     self.rbuf.drain(..n);
                     self.body_read = false;
@@ -142,7 +248,7 @@ impl<'a, S: Socket> Conn<'a, S> {
             }
             let room = limits.max_head.saturating_sub(self.rbuf.len()).max(1);
             let deadline = head_deadline.unwrap_or(idle_deadline);
-            match self.fill(room, deadline, "request head").await {
+            match self.receive(room, deadline, "request head").await {
                 Ok(0) if self.rbuf.is_empty() => return Ok(None),
                 Ok(0) => return Err(Error::BadRequest("connection closed inside the request head".into())),
                 Ok(_) => {}
@@ -210,7 +316,24 @@ impl<'a, S: Socket> Conn<'a, S> {
     }
 }
 
-impl<S: Socket> Exchange for Conn<'_, S> {
+/// Append to `buf` what the socket has, without waiting, at most `max` bytes and no more than
+/// `buf` has room for.
+fn recv_into(fd: std::os::fd::RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: the kernel writes at most `want` bytes into the vector's spare capacity, which
+    // is at least that long; only the bytes it reports written are then counted as initialised.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: `n <= want <= spare.len()` bytes past the old length were just written.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+impl<S: Socket> Exchange for Conn<S> {
     fn client(&self) -> Option<ClientKey> {
         self.client
     }

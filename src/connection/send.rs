@@ -24,6 +24,11 @@ use crate::storage::read_exact_at;
 /// A socket with less room than this is waited for first: smaller sends cost a syscall for
 /// little.
 const MIN_SEND: usize = 16 * 1024;
+/// Bodies up to this size are read into the response buffer behind their head and go out with
+/// it in one write: a file read and a write through the ring, where a larger body costs a
+/// write of the head, then a read and a send per piece. Small enough that the buffer still goes
+/// back to the pool afterwards.
+const SMALL_BODY: u64 = 8 * 1024;
 /// Download buffers one worker lends at once, and keeps when they come back.
 const LENT_MAX: usize = 4;
 const KEEP: usize = 2;
@@ -96,10 +101,17 @@ fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-impl<S: Socket> Conn<'_, S> {
+impl<S: Socket> Conn<S> {
     /// The queued head, then `file`'s bytes `[start, start + len)`. Once the head is out the
     /// response is committed: an error can then only close the connection.
     pub(super) async fn send_file(&mut self, file: &monoio::fs::File, start: u64, len: u64) -> Result<()> {
+        if len <= SMALL_BODY {
+            let read = read_exact_at(file, &mut self.wbuf, start, len as usize).await;
+            // The head is queued: a failed read can only close the connection.
+            self.committed = true;
+            read?;
+            return self.flush().await;
+        }
         self.flush().await?;
         self.committed = true;
         let res = self.send_range(file, start, len).await;

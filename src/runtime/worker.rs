@@ -61,6 +61,7 @@ pub fn run(id: usize, app: Arc<App>, listen: Listen, ready: mpsc::Sender<Result<
         let _ = ready.send(Ok(driver));
         drop(ready);
         tracing::debug!(worker = id, driver, "worker accepting");
+        monoio::spawn(connection::run_idle_timer());
         if !app.file_cache.ttl.is_zero() {
             let cache = app.file_cache;
             monoio::spawn(async move {
@@ -80,10 +81,10 @@ pub fn run(id: usize, app: Arc<App>, listen: Listen, ready: mpsc::Sender<Result<
             match accepted {
                 Ok(Accepted::Tcp(stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    monoio::spawn(async move { connection::serve(&app, id, stream, &peer, Some(peer.ip())).await });
+                    monoio::spawn(connection::serve(app, id, stream, Some(peer)));
                 }
                 Ok(Accepted::Unix(stream)) => {
-                    monoio::spawn(async move { connection::serve(&app, id, stream, &"unix", None).await });
+                    monoio::spawn(connection::serve(app, id, stream, None));
                 }
                 Err(e) => {
                     // EMFILE/ENFILE: back off instead of spinning on the accept queue.

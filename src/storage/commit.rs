@@ -30,6 +30,10 @@ pub struct GroupCommit {
     shared: Arc<Shared>,
 }
 
+/// A place in the queue of commit rounds, taken before the work it must cover is finished so
+/// that the work overlaps the round in progress (`GroupCommit::request`).
+pub struct Ticket(u64);
+
 impl GroupCommit {
     /// Start the commit thread for the filesystem holding `dir`.
     pub fn start(dir: OwnedFd) -> io::Result<GroupCommit> {
@@ -37,21 +41,42 @@ impl GroupCommit {
             state: Mutex::new(State::default()),
             wake_syncer: Condvar::new(),
         });
+        let journaled = syncfs_is_enough(&dir);
+        tracing::info!(
+            syncfs_only = journaled,
+            "group commit: {}",
+            if journaled {
+                "syncfs per round (the filesystem's journal commit ends with a device flush)"
+            } else {
+                "syncfs and fsync per round (no journal known to cover metadata)"
+            }
+        );
         let s = shared.clone();
         std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(&s, dir))?;
+            .spawn(move || run(&s, dir, journaled))?;
         Ok(GroupCommit { shared })
     }
 
     /// Wait until everything this thread changed before the call is durable.
     pub async fn commit(&self) -> io::Result<()> {
-        let gen = {
-            let mut st = lock(&self.shared);
-            st.requested += 1;
-            self.shared.wake_syncer.notify_one();
-            st.requested
-        };
+        let ticket = self.request();
+        self.wait(ticket).await
+    }
+
+    /// Ask for a round: it will cover everything this thread changes before the round starts,
+    /// which is no earlier than this call. `wait` for it once the work is done.
+    pub fn request(&self) -> Ticket {
+        let mut st = lock(&self.shared);
+        st.requested += 1;
+        self.shared.wake_syncer.notify_one();
+        Ticket(st.requested)
+    }
+
+    /// Wait for the round of `ticket`. Only what was changed before the round started is
+    /// covered: a caller that changes more after `request` must `request` again.
+    pub async fn wait(&self, ticket: Ticket) -> io::Result<()> {
+        let gen = ticket.0;
         poll_fn(|cx| {
             let mut st = lock(&self.shared);
             if st.done >= gen {
@@ -69,7 +94,44 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
     crate::sync::lock(&shared.state)
 }
 
-fn run(shared: &Shared, dir: OwnedFd) {
+/// Whether `syncfs` alone makes metadata durable on the filesystem holding `dir`: where metadata
+/// goes through a journal or log whose commit ends with a device flush (ext4 with a journal,
+/// XFS, btrfs). ext4 without a journal (and ext2) writes its metadata buffers after syncfs'
+/// own flush, so elsewhere every round ends with an fsync too (docs/protocol.md, "Storage").
+fn syncfs_is_enough(dir: &OwnedFd) -> bool {
+    use nix::sys::statfs::{fstatfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
+    let Ok(fs) = fstatfs(dir) else { return false };
+    let kind = fs.filesystem_type();
+    if kind == XFS_SUPER_MAGIC || kind == BTRFS_SUPER_MAGIC {
+        return true;
+    }
+    if kind != EXT4_SUPER_MAGIC {
+        return false;
+    }
+    let Ok(st) = nix::sys::stat::fstat(dir.as_raw_fd()) else {
+        return false;
+    };
+    ext4_has_journal(st.st_dev)
+}
+
+/// jbd2 lists each journal it runs as /proc/fs/jbd2/<device>-<inode>; the device's name is
+/// in its uevent under /sys/dev/block.
+fn ext4_has_journal(dev: libc::dev_t) -> bool {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let Ok(uevent) = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")) else {
+        return false;
+    };
+    let Some(name) = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")) else {
+        return false;
+    };
+    let prefix = format!("{name}-");
+    std::fs::read_dir("/proc/fs/jbd2").is_ok_and(|dir| {
+        dir.flatten()
+            .any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+    })
+}
+
+fn run(shared: &Shared, dir: OwnedFd, syncfs_only: bool) {
     let fd = dir.as_raw_fd();
     let mut st = lock(shared);
     loop {
@@ -82,8 +144,13 @@ fn run(shared: &Shared, dir: OwnedFd) {
         let synced_fs = nix::unistd::syncfs(fd);
         let synced = started.elapsed();
         // ext4 without a journal can write metadata after syncfs' own cache flush; an fsync
-        // always ends with one, so the round is durable on every filesystem.
-        let result = synced_fs.and_then(|()| nix::unistd::fsync(fd));
+        // always ends with one, so the round is durable there too. With a journal that fsync
+        // would only add a second device flush.
+        let result = if syncfs_only {
+            synced_fs
+        } else {
+            synced_fs.and_then(|()| nix::unistd::fsync(fd))
+        };
         tracing::debug!(
             callers = target + 1 - first,
             syncfs_us = synced.as_micros() as u64,

@@ -110,18 +110,28 @@ impl<'a> Upload<'a> {
         // Data and inode durable before the name appears.
         let group = store.commit.as_ref().filter(|_| size <= GROUP_COMMIT_MAX);
         let started = std::time::Instant::now();
-        match (store.sync, group) {
-            (false, _) => {}
-            (true, Some(g)) => g.commit().await?,
-            (true, None) => file.sync_all().await?,
-        }
+        let (dirs, name) = path.split();
+        let parents = match (store.sync, group) {
+            (false, _) => parents::open(store.root.as_fd(), &dirs, store.modes.dir)?,
+            (true, Some(g)) => {
+                // The directories are made while the round runs: they may become durable
+                // before the data (an empty directory after a crash is harmless), the name
+                // never does.
+                let round = g.request();
+                let parents = parents::open(store.root.as_fd(), &dirs, store.modes.dir);
+                g.wait(round).await?;
+                parents?
+            }
+            (true, None) => {
+                file.sync_all().await?;
+                parents::open(store.root.as_fd(), &dirs, store.modes.dir)?
+            }
+        };
         tracing::debug!(
             size,
             sync_ms = started.elapsed().as_millis() as u64,
             "upload data durable"
         );
-        let (dirs, name) = path.split();
-        let parents = parents::open(store.root.as_fd(), &dirs, store.modes.dir)?;
         let linked = match &self.name {
             None => link_tmpfile(fd, parents.leaf(), name),
             Some(tmp_name) => fcntl::renameat2(

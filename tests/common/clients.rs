@@ -177,3 +177,17 @@ pub fn get(server: &Server, target: &str) -> (u16, Vec<u8>) {
 pub fn file_at(server: &Server, path: &str) -> PathBuf {
     server.store().join(Path::new(path))
 }
+
+/// Raise this process's open-file limit to its hard limit (tests that hold 1,000 sockets).
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
