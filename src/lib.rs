@@ -5,6 +5,8 @@
 
 // The process: threads, listeners, the side thread, the graceful stop.
 pub mod runtime;
+// The command line (parsed in main.rs; also the man page and completions).
+pub mod cli;
 // One client connection and its request loop.
 pub mod connection;
 // Where a request goes, and what is done with it.

@@ -1,105 +1,13 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 
 use hmac_file_server::auth::{self, Proto};
+use hmac_file_server::cli::{Cli, Command, FilesCommand, ProtoArg};
 use hmac_file_server::config::Config;
 use hmac_file_server::runtime;
 use hmac_file_server::storage::{Modes, Store};
-
-#[derive(Parser)]
-#[command(
-    name = "hmac-file-server",
-    version,
-    about = "HMAC-signed file uploads for XMPP servers, on io_uring"
-)]
-struct Cli {
-    /// Configuration file (TOML). `-config PATH` works too, as with the Go server.
-    #[arg(long, global = true, default_value = "config.toml")]
-    config: PathBuf,
-    /// Validate the configuration and StoreDir, print the result and exit.
-    #[arg(long)]
-    check_config: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print a signed PUT URL, as an XMPP server would hand it to a client; with `--proto
-    /// bearer`, the URL and the `Authorization` header of a Prosody mod_http_file_share slot.
-    Sign {
-        /// Path below the upload prefix, not percent-encoded (e.g. "uuid/photo 1.jpg"). For
-        /// bearer, "slot/filename".
-        #[arg(long)]
-        path: String,
-        /// Exact size of the upload in bytes.
-        #[arg(long)]
-        size: u64,
-        /// Content-Type the client will send (v2 and token sign it). Default: what an absent
-        /// header means, application/octet-stream.
-        #[arg(long = "type")]
-        content_type: Option<String>,
-        #[arg(long, value_enum, default_value_t = ProtoArg::V)]
-        proto: ProtoArg,
-        /// Base URL the server is reached at; default http://127.0.0.1:<port>.
-        #[arg(long)]
-        base_url: Option<String>,
-        /// bearer: the uploader's bare JID (the token's `sub`).
-        #[arg(long)]
-        sub: Option<String>,
-        /// bearer: how long the token may be used, e.g. "300s" or "10m".
-        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
-        valid: std::time::Duration,
-        /// bearer: when the file is to be deleted, from now (the token's `expires`), e.g. "7d".
-        #[arg(long, value_parser = humantime::parse_duration)]
-        expires_in: Option<std::time::Duration>,
-    },
-    /// The stored files: statistics, listing, removal, purges. Works against a running
-    /// server (through its control socket) or, when none runs, on the store directly.
-    Files {
-        #[command(subcommand)]
-        command: FilesCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum FilesCommand {
-    /// Files and bytes stored, in all and per uploader.
-    Stats,
-    /// Stored files, oldest first: upload time, size, uploader, expiry, path.
-    List {
-        /// Only this uploader's files (a bare JID, or UploaderFromPath's segment).
-        #[arg(long)]
-        user: Option<String>,
-        /// Only files uploaded longer ago than this, e.g. "30d".
-        #[arg(long, value_parser = humantime::parse_duration)]
-        older_than: Option<std::time::Duration>,
-    },
-    /// Delete files, by store path (below UploadSubDir, not percent-encoded) or URL.
-    Rm {
-        #[arg(required = true)]
-        paths: Vec<String>,
-    },
-    /// Delete every file of an uploader (an account deletion, a privacy request) or older
-    /// than a duration.
-    Purge {
-        #[arg(long, required_unless_present = "older_than")]
-        user: Option<String>,
-        #[arg(long, value_parser = humantime::parse_duration)]
-        older_than: Option<std::time::Duration>,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ProtoArg {
-    V,
-    V2,
-    Token,
-    /// A Bearer token, as Prosody's mod_http_file_share issues them.
-    Bearer,
-}
 
 fn main() -> ExitCode {
     // Before any thread exists, so every thread inherits it: stop signals are only ever taken
@@ -112,6 +20,22 @@ fn main() -> ExitCode {
         _ => a,
     });
     let cli = Cli::parse_from(args);
+    // What needs no configuration.
+    if cli.version {
+        println!("hmac-file-server {}", env!("CARGO_PKG_VERSION"));
+        match runtime::io_driver() {
+            "io_uring" => println!("I/O driver: io_uring"),
+            d => {
+                println!("I/O driver: {d} (io_uring is unavailable here: seccomp, io_uring_disabled or an old kernel)")
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    match cli.command {
+        Some(Command::Man { dir }) => return man(dir.as_deref()),
+        Some(Command::Completions { shell }) => return print(&hmac_file_server::cli::completions(shell)),
+        _ => {}
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -216,6 +140,29 @@ fn main() -> ExitCode {
             eprintln!("hmac-file-server: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The main page on stdout, or every page into `dir`.
+fn man(dir: Option<&Path>) -> ExitCode {
+    let pages = hmac_file_server::cli::man_pages();
+    let Some(dir) = dir else {
+        return print(&pages[0].1);
+    };
+    for (name, page) in pages {
+        if let Err(e) = std::fs::write(dir.join(&name), page) {
+            eprintln!("hmac-file-server: {}: {e}", dir.join(name).display());
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
     }
 }
 

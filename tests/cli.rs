@@ -161,3 +161,130 @@ fn leftover_temporaries_are_removed_at_start() {
     assert_ne!(code, 0);
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
+
+/// `--version` needs no configuration and names the I/O driver this machine gives a worker.
+#[test]
+fn version_prints_the_version_and_the_io_driver() {
+    let (code, out, err) = run(&["--version", "--config", "/nonexistent/config.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(concat!("hmac-file-server ", env!("CARGO_PKG_VERSION")))
+    );
+    // This machine has io_uring (tests/driver.rs runs the fallback under a seccomp filter).
+    assert_eq!(lines.next(), Some("I/O driver: io_uring"), "{out}");
+    // Where io_uring is refused, it says so (monoio's switch stands in for a refusing kernel).
+    let out = std::process::Command::new(bin())
+        .arg("--version")
+        .env("MONOIO_FORCE_LEGACY_DRIVER", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("I/O driver: epoll (io_uring is unavailable"),
+        "{text}"
+    );
+}
+
+/// The man pages and completions in contrib/ (which the Debian package ships) are what the
+/// binary renders from its clap definitions today. After changing the command line:
+/// `cargo run -- man --dir contrib/man` and `cargo run -- completions SHELL > contrib/completions/...`
+/// (docs/install.md lists the three).
+#[test]
+fn shipped_man_pages_and_completions_are_up_to_date() {
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let d = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["man", "--dir", d.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let names = |dir: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let rendered = names(d.path());
+    assert_eq!(names(&contrib.join("man")), rendered, "regenerate contrib/man");
+    for name in &rendered {
+        let want = std::fs::read(d.path().join(name)).unwrap();
+        let have = std::fs::read(contrib.join("man").join(name)).unwrap();
+        assert!(
+            have == want,
+            "contrib/man/{name} is stale: cargo run -- man --dir contrib/man"
+        );
+    }
+    let (_, main_page, _) = run(&["man"]);
+    assert_eq!(
+        main_page.as_bytes(),
+        std::fs::read(d.path().join("hmac-file-server.1")).unwrap()
+    );
+    for (shell, file) in [
+        ("bash", "hmac-file-server.bash"),
+        ("zsh", "_hmac-file-server"),
+        ("fish", "hmac-file-server.fish"),
+    ] {
+        let (code, script, err) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{err}");
+        assert!(script.contains("check-config"), "{shell}: {script}");
+        let have = std::fs::read_to_string(contrib.join("completions").join(file)).unwrap();
+        assert!(
+            have == script,
+            "contrib/completions/{file} is stale: cargo run -- completions {shell} > contrib/completions/{file}"
+        );
+    }
+}
+
+/// Every page renders with the real man (as `man hmac-file-server` would show it), and the bash
+/// completion loads into a real bash and completes the subcommands.
+#[test]
+fn man_pages_render_and_bash_completion_completes() {
+    if !require("man", on_path("man")) {
+        return;
+    }
+    let man_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/man");
+    for e in std::fs::read_dir(&man_dir).unwrap() {
+        let path = e.unwrap().path();
+        let out = std::process::Command::new("man")
+            .arg("-l")
+            .arg(&path)
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("NAME") && text.contains("SYNOPSIS"),
+            "{}:\n{text}",
+            path.display()
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/completions/hmac-file-server.bash");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {script}; f=$(complete -p hmac-file-server | sed 's/.*-F \\([^ ]*\\).*/\\1/'); \
+             COMP_WORDS=(hmac-file-server fi); COMP_CWORD=1; $f hmac-file-server fi hmac-file-server; \
+             echo \"${{COMPREPLY[@]}}\""
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "files",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

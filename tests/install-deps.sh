@@ -2,7 +2,8 @@
 # Installs what the test suite drives besides our own binary, when it is missing:
 #   Debian: a C compiler and curl (build), prosody + prosody-modules and ejabberd (XMPP servers
 #   of tests/xmpp_interop.rs), chromium (tests/browser_cors.rs), nginx-light and openssl
-#   (tests/reverse_proxy.rs), logrotate and systemd-analyze (tests/contrib.rs);
+#   (tests/reverse_proxy.rs), logrotate and systemd-analyze (tests/contrib.rs), man-db;
+#   crates.io: cargo-deb (tests/debian_package.rs);
 #   PyPI: slixmpp and aiohttp (the XMPP client) and prometheus-client (the reference
 #   exposition parser), tuspy (tus client), pinned in tests/interop/requirements.txt.
 # Installing the Debian packages does not need their system services: the tests start private
@@ -34,6 +35,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 # Routes a test IPv6 prefix to lo, so per-/64 limits can be tried (tests/limits.rs).
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Renders the man pages (tests/cli.rs, tests/debian_package.rs).
+command -v man >/dev/null 2>&1 || need+=(man-db)
 # Runs a Prosody with its clock behind ours, so its tokens arrive expired (tests/prosody_file_share.rs).
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
@@ -65,4 +68,10 @@ fi
 if ! python3 -c "import slixmpp, aiohttp, prometheus_client, tusclient" >/dev/null 2>&1; then
   echo "install-deps: pip install -r tests/interop/requirements.txt"
   python3 -m pip install -q -r tests/interop/requirements.txt
+fi
+
+# Builds the Debian package (tests/debian_package.rs); pinned, as its output is what the test checks.
+if ! cargo deb --version 2>/dev/null | grep -q "3\.8\.0"; then
+  echo "install-deps: cargo install cargo-deb"
+  cargo install cargo-deb --version 3.8.0 --locked
 fi

@@ -7,6 +7,7 @@ pub mod drain;
 mod listen;
 mod side;
 mod worker;
+pub use worker::io_driver;
 
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};

@@ -34,6 +34,23 @@ fn build_runtime() -> std::io::Result<
     })
 }
 
+/// The driver a worker's runtime gets on this machine: "io_uring", or "epoll" when the
+/// kernel refuses io_uring. Builds (and drops) one runtime, exactly as a worker would.
+pub fn io_driver() -> &'static str {
+    match build_runtime() {
+        Ok(mut rt) => rt.block_on(async { driver_name() }),
+        Err(_) => "none (no runtime could start)",
+    }
+}
+
+fn driver_name() -> &'static str {
+    if monoio::utils::is_legacy() {
+        "epoll"
+    } else {
+        "io_uring"
+    }
+}
+
 /// Run worker `id` on this thread: report the driver (or why it could not start) on `ready`,
 /// then accept until shutdown. Connections still open keep being served until the process
 /// exits.
@@ -46,11 +63,7 @@ pub fn run(id: usize, app: Arc<App>, listen: Listen, ready: mpsc::Sender<Result<
         }
     };
     runtime.block_on(async move {
-        let driver = if monoio::utils::is_legacy() {
-            "epoll"
-        } else {
-            "io_uring"
-        };
+        let driver = driver_name();
         let listener = match listen.listener() {
             Ok(l) => l,
             Err(e) => {
