@@ -113,7 +113,9 @@ class Peer:
 class Ours(Peer):
     signed = True
 
-    def __init__(self, name, port, store, workdir, sync, workers, extra="", binary=BIN):
+    # The idle workload holds --idle connections beside the load's: above the default
+    # MaxConnections (10,000), which would answer the load 503.
+    def __init__(self, name, port, store, workdir, sync, workers, extra="MaxConnections = 50000\n", binary=BIN):
         super().__init__(name, port, store)
         self.binary = binary
         self.cfg = os.path.join(workdir, f"{name}.toml")
@@ -314,7 +316,7 @@ class Suite:
             log(f"== round {rnd + 1}/{a.rounds}: {' '.join(p.name for p in order)}")
             if rnd > 0:
                 # Fresh processes each round: a peak-RSS reading must not start from the heap a
-                # previous workload (5,000 idle connections) left behind.
+                # previous workload (the idle connections) left behind.
                 for p in peers:
                     p.stop()
                     p.start()
@@ -368,12 +370,19 @@ class Suite:
                 assert all(c in (201, 204) for c in codes), f"{p.name}: {codes}"
                 self.record("put_64m_x16", p.name, {"mbps": 16 * a.par_size / secs / 1e6, "peak_rss_kib": p.peak_kib()})
                 shutil.rmtree(os.path.join(p.store, "upload" if not isinstance(p, Ours) else "", f"par{rnd}"))
-            # Last in the round: holding 5,000 connections grows the heap for good.
+            # Last in the round: holding thousands of connections grows the heap for good.
             if "idle" in w:
                 for p in order:
                     if isinstance(p, Floor):
-                        continue  # one thread per connection: 5,000 idle ones measure nothing useful
+                        continue  # one thread per connection: thousands of idle ones measure nothing useful
                     log(f"  {p.name}: {a.idle} idle keep-alive connections + 4 KiB PUT x64")
+                    # A fresh process, warmed by a few requests: the heap the round's loads grew
+                    # would otherwise absorb the idle connections and read as nothing.
+                    p.stop()
+                    p.start()
+                    for s in hold_idle(p, "/upload/idle/tiny.txt", 64):
+                        s.close()
+                    time.sleep(0.5)
                     before = p.rss_kib()
                     socks = hold_idle(p, "/upload/idle/tiny.txt", a.idle)
                     time.sleep(0.5)
@@ -512,7 +521,7 @@ def main():
     ap.add_argument("--scale-seconds", type=int, default=5, help="duration of each connection-scaling load")
     ap.add_argument("--conns", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64, 256])
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (the load generator shares the 2 cores)")
-    ap.add_argument("--idle", type=int, default=5000)
+    ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--workloads", type=lambda s: set(s.split(",")), default={"put", "get", "scale", "idle", "big", "par"},
                     help="comma list of: put, get, scale, idle, big, par")
     ap.add_argument("--big", type=lambda s: int(s) << 20, default=1024 << 20, help="MiB for the single large PUT/GET")

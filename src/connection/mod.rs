@@ -89,6 +89,8 @@ pub struct Conn<S> {
     committed: bool,
     /// Writing failed or timed out: nothing more can be said on this connection.
     broken: bool,
+    /// When the last request ended (or the connection began): `IdleTimeout` counts from here.
+    quiet_since: Instant,
 }
 
 impl<S: Socket> Conn<S> {
@@ -102,6 +104,7 @@ impl<S: Socket> Conn<S> {
             body_read: false,
             committed: false,
             broken: false,
+            quiet_since: Instant::now(),
         }
     }
 
@@ -132,28 +135,61 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// Wait for the next request's first bytes under `IdleTimeout`. For a moment (`HOT`) a
-    /// read with a pooled buffer waits in the ring; after that the connection holds no buffer:
-    /// both go back to the worker's pool and it waits for readability with nothing attached,
-    /// taking a buffer again only when bytes have arrived. Its deadlines are entries in the
-    /// worker's shared idle timer, not timers of its own. Ok(false): the client closed or
-    /// idled out.
-    pub async fn wait_for_request(&mut self) -> Result<bool> {
+    /// Right after a request, wait for the next one's first bytes for a moment (`HOT`) with a
+    /// read and a pooled buffer in the ring, so a busy client's next request costs no extra
+    /// system call (a poll, then a receive). Some(true): bytes are in (pipelined ones
+    /// included); Some(false): the client closed; None: nothing came, or this worker already
+    /// has its share of hot connections: wait with `wait_idle`. `canceller` is the caller's,
+    /// reused from one request to the next.
+    pub async fn wait_hot(&mut self, canceller: &mut Canceller) -> Result<Option<bool>> {
+        self.quiet_since = Instant::now();
+        if !self.rbuf.is_empty() {
+            return Ok(Some(true)); // pipelined
+        }
+        let Some(_hot) = buffers::hot_slot() else {
+            return Ok(None);
+        };
+        let until = self.quiet_since + HOT.min(Duration::from_secs(self.app.config.idle_timeout));
+        let buf = match self.rbuf.capacity() {
+            0 => buffers::take(),
+            _ => std::mem::take(&mut self.rbuf),
+        };
+        let mut read = std::pin::pin!(self.stream.cancelable_read(buf, canceller.handle()));
+        let done = monoio::select! {
+            read = read.as_mut() => Some(read),
+            _ = idle::at(until) => None,
+        };
+        let cancelled = done.is_none();
+        // A cancelled read still completes: with what it got meanwhile, or with an error.
+        let (res, buf) = match done {
+            Some(done) => done,
+            None => {
+                *canceller = std::mem::take(canceller).cancel();
+                read.await
+            }
+        };
+        self.rbuf = buf;
+        match res {
+            Ok(n) => Ok(Some(n > 0)),
+            Err(_) if cancelled => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Wait for the next request's first bytes until `IdleTimeout` after the last request
+    /// (or the connection's start), holding no buffer: both go back to the worker's pool and
+    /// the connection waits for readability with nothing attached, taking a buffer again only
+    /// when bytes have arrived. Its deadline is an entry in the worker's shared idle timer,
+    /// not a timer of its own. Ok(false): the client closed or idled out.
+    pub async fn wait_idle(&mut self) -> Result<bool> {
         if !self.rbuf.is_empty() {
             return Ok(true); // pipelined
         }
         if self.wbuf.is_empty() {
             buffers::give(std::mem::take(&mut self.wbuf));
         }
-        let now = Instant::now();
-        let deadline = now + Duration::from_secs(self.app.config.idle_timeout);
-        if let Some(_hot) = buffers::hot_slot() {
-            // Boxed: its state is needed only for the hot moment, not by every idle connection.
-            if let Some(n) = Box::pin(self.read_while_hot((now + HOT).min(deadline))).await? {
-                return Ok(n > 0);
-            }
-        }
         buffers::give(std::mem::take(&mut self.rbuf));
+        let deadline = self.quiet_since + Duration::from_secs(self.app.config.idle_timeout);
         loop {
             let ready = monoio::select! {
                 ready = self.stream.readable() => Some(ready),
@@ -167,36 +203,6 @@ impl<S: Socket> Conn<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return Ok(done? > 0),
             }
-        }
-    }
-
-    /// Read into a pooled buffer through the ring until `until`. Some(n): n bytes came (0: end
-    /// of stream); None: nothing came in time (the read was cancelled, and its buffer is back).
-    async fn read_while_hot(&mut self, until: Instant) -> Result<Option<usize>> {
-        let buf = match self.rbuf.capacity() {
-            0 => buffers::take(),
-            _ => std::mem::take(&mut self.rbuf),
-        };
-        let canceller = Canceller::new();
-        let mut read = std::pin::pin!(self.stream.cancelable_read(buf, canceller.handle()));
-        let done = monoio::select! {
-            read = read.as_mut() => Some(read),
-            _ = idle::at(until) => None,
-        };
-        let cancelled = done.is_none();
-        // A cancelled read still completes: with what it got meanwhile, or with an error.
-        let (res, buf) = match done {
-            Some(done) => done,
-            None => {
-                canceller.cancel();
-                read.await
-            }
-        };
-        self.rbuf = buf;
-        match res {
-            Ok(n) => Ok(Some(n)),
-            Err(_) if cancelled => Ok(None),
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -237,6 +243,16 @@ impl<S: Socket> Conn<S> {
         let idle_deadline = Instant::now() + Duration::from_secs(self.app.config.idle_timeout);
         let mut head_deadline = None;
         self.committed = false;
+        // The response is built in a pooled buffer: one grown from nothing would be
+        // reallocated several times over for every request.
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = buffers::take();
+        }
+        // The response is built in a pooled buffer: one grown from nothing would be
+        // reallocated several times over for every request.
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = buffers::take();
+        }
         loop {
             if !self.rbuf.is_empty() {
                 head_deadline.get_or_insert_with(|| Instant::now() + header_timeout);

@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use monoio::io::Canceller;
+
 use super::{Conn, Socket, LINGER_TIME};
 use crate::app::App;
 use crate::error::Error;
@@ -41,18 +43,45 @@ pub fn serve<S: Socket>(app: Arc<App>, worker: usize, stream: S, peer: Option<So
             if app.shutdown.is_requested() {
                 return;
             }
-            // The idle wait holds no buffer; what a request needs (the handlers' state, its
-            // buffers) lives on the heap only while it is under way, so an idle keep-alive
+            // The idle wait holds no buffer, and what a request needs (the handlers' state, its
+            // buffers) lives on the heap only while the client is busy, so an idle keep-alive
             // connection costs its socket and this small task.
-            match conn.wait_for_request().await {
+            match conn.wait_idle().await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return,
             }
-            match Box::pin(request(app, worker, &mut conn, shard, &peer)).await {
+            match Box::pin(busy(app, worker, &mut conn, shard, &peer)).await {
                 After::Next => {}
                 After::Stop => return,
                 After::Close => return Box::pin(conn.linger_close(LINGER_TIME)).await,
             }
+        }
+    }
+}
+
+/// The requests of a busy client, and the short waits between them (`Conn::wait_hot`), in one
+/// future: it is boxed once per busy spell, not once per request. After::Next: the client
+/// went quiet, and the connection waits idle.
+async fn busy<S: Socket>(
+    app: &App,
+    worker: usize,
+    conn: &mut Conn<S>,
+    shard: Option<&crate::metrics::Shard>,
+    peer: &PeerName,
+) -> After {
+    let mut canceller = Canceller::new();
+    loop {
+        match request(app, worker, conn, shard, peer).await {
+            After::Next => {}
+            end => return end,
+        }
+        if app.shutdown.is_requested() {
+            return After::Stop;
+        }
+        match conn.wait_hot(&mut canceller).await {
+            Ok(Some(true)) => {}
+            Ok(Some(false)) | Err(_) => return After::Stop,
+            Ok(None) => return After::Next,
         }
     }
 }
