@@ -74,6 +74,15 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 }
 
 const COLUMNS: &str = "path, size, uploader, uploaded, expires";
+/// The statements every upload or deletion runs, prepared once and kept by the connection's
+/// statement cache: preparing them anew for each upload was most of the retention thread's
+/// CPU under a small-upload load.
+const BY_PATH: &str = "SELECT path, size, uploader, uploaded, expires FROM files WHERE path = ?1";
+const UPSERT: &str =
+    "INSERT OR REPLACE INTO files (path, size, uploader, uploaded, expires, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const COUNT: &str = "INSERT INTO usage (uploader, files, bytes) VALUES (?1, ?2, ?3)
+     ON CONFLICT (uploader) DO UPDATE SET files = files + ?2, bytes = bytes + ?3";
+const DROP_EMPTY_USAGE: &str = "DELETE FROM usage WHERE uploader = ?1 AND files <= 0";
 
 impl Index {
     /// Open (creating) the database at `path`. WAL with `synchronous = NORMAL`: a commit is
@@ -114,27 +123,18 @@ impl Index {
         let tx = self.conn.savepoint()?;
         let mut replaced = Vec::with_capacity(entries.len());
         for e in entries {
-            let old = tx
-                .query_row(
-                    &format!("SELECT {COLUMNS} FROM files WHERE path = ?1"),
-                    [&e.path],
-                    entry,
-                )
-                .optional()?;
+            let old = by_path(&tx, &e.path)?;
             if let Some(old) = &old {
                 count(&tx, old.uploader.as_deref(), -1, -(old.size as i64))?;
             }
-            tx.execute(
-                "INSERT OR REPLACE INTO files (path, size, uploader, uploaded, expires, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    e.path,
-                    e.size as i64,
-                    e.uploader,
-                    e.uploaded as i64,
-                    e.expires.map(|x| x as i64),
-                    generation
-                ],
-            )?;
+            tx.prepare_cached(UPSERT)?.execute(params![
+                e.path,
+                e.size as i64,
+                e.uploader,
+                e.uploaded as i64,
+                e.expires.map(|x| x as i64),
+                generation
+            ])?;
             count(&tx, e.uploader.as_deref(), 1, e.size as i64)?;
             replaced.push(old);
         }
@@ -145,11 +145,10 @@ impl Index {
     /// Forget `path`; the entry it had.
     pub fn remove(&mut self, path: &str) -> rusqlite::Result<Option<Entry>> {
         let tx = self.conn.savepoint()?;
-        let old = tx
-            .query_row(&format!("SELECT {COLUMNS} FROM files WHERE path = ?1"), [path], entry)
-            .optional()?;
+        let old = by_path(&tx, path)?;
         if let Some(old) = &old {
-            tx.execute("DELETE FROM files WHERE path = ?1", [path])?;
+            tx.prepare_cached("DELETE FROM files WHERE path = ?1")?
+                .execute([path])?;
             count(&tx, old.uploader.as_deref(), -1, -(old.size as i64))?;
         }
         tx.commit()?;
@@ -157,9 +156,7 @@ impl Index {
     }
 
     pub fn get(&self, path: &str) -> rusqlite::Result<Option<Entry>> {
-        self.conn
-            .query_row(&format!("SELECT {COLUMNS} FROM files WHERE path = ?1"), [path], entry)
-            .optional()
+        by_path(&self.conn, path)
     }
 
     /// When the next file expires: its own expiry, or its upload time plus `ttl` (0 = none).
@@ -247,10 +244,10 @@ impl Index {
 
     /// The walk found this file (already recorded: its row is marked seen, else recorded).
     pub fn seen(&mut self, e: &Entry) -> rusqlite::Result<()> {
-        let marked = self.conn.execute(
-            "UPDATE files SET seen = ?2 WHERE path = ?1 AND size = ?3",
-            params![e.path, self.generation, e.size as i64],
-        )?;
+        let marked = self
+            .conn
+            .prepare_cached("UPDATE files SET seen = ?2 WHERE path = ?1 AND size = ?3")?
+            .execute(params![e.path, self.generation, e.size as i64])?;
         if marked == 0 {
             self.upsert(std::slice::from_ref(e))?;
         }
@@ -296,13 +293,14 @@ impl Index {
 /// Add `files` and `bytes` (either may be negative) to `uploader`'s usage row.
 fn count(tx: &Connection, uploader: Option<&str>, files: i64, bytes: i64) -> rusqlite::Result<()> {
     let key = uploader.unwrap_or("");
-    tx.execute(
-        "INSERT INTO usage (uploader, files, bytes) VALUES (?1, ?2, ?3)
-         ON CONFLICT (uploader) DO UPDATE SET files = files + ?2, bytes = bytes + ?3",
-        params![key, files, bytes],
-    )?;
-    tx.execute("DELETE FROM usage WHERE uploader = ?1 AND files <= 0", [key])?;
+    tx.prepare_cached(COUNT)?.execute(params![key, files, bytes])?;
+    tx.prepare_cached(DROP_EMPTY_USAGE)?.execute([key])?;
     Ok(())
+}
+
+/// The row of `path`, if any.
+fn by_path(conn: &Connection, path: &str) -> rusqlite::Result<Option<Entry>> {
+    conn.prepare_cached(BY_PATH)?.query_row([path], entry).optional()
 }
 
 #[cfg(test)]
@@ -323,6 +321,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let idx = Index::open(&dir.path().join("i.sqlite")).unwrap();
         (dir, idx)
+    }
+
+    #[test]
+    fn the_by_path_lookup_reads_the_columns_entry_expects() {
+        assert_eq!(BY_PATH, format!("SELECT {COLUMNS} FROM files WHERE path = ?1"));
     }
 
     #[test]
