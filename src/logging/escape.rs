@@ -10,6 +10,10 @@ use std::fmt;
 pub struct Escaped<'a>(pub &'a str);
 
 fn escaped(c: char) -> bool {
+    // The common case, without the table: in ASCII exactly the controls are not printable.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     // Rust's own table of what is not printable: Cc, Cf (bidi controls among them), Zl, Zp,
     // unassigned; quotes and backslash are printable, only `escape_debug` quotes them.
     !matches!(c, '"' | '\'' | '\\') && c.escape_debug().len() > 1
@@ -58,6 +62,15 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_is_escaped_exactly_where_the_table_says() {
+        for b in 0u8..0x80 {
+            let c = char::from(b);
+            let by_table = !matches!(c, '"' | '\'' | '\\') && c.escape_debug().len() > 1;
+            assert_eq!(escaped(c), by_table, "{b:#x}");
+        }
+    }
 
     #[test]
     fn controls_bidi_and_separators_are_escaped() {
