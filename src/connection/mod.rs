@@ -248,11 +248,6 @@ impl<S: Socket> Conn<S> {
         if self.wbuf.capacity() == 0 {
             self.wbuf = buffers::take();
         }
-        // The response is built in a pooled buffer: one grown from nothing would be
-        // reallocated several times over for every request.
-        if self.wbuf.capacity() == 0 {
-            self.wbuf = buffers::take();
-        }
         loop {
             if !self.rbuf.is_empty() {
                 head_deadline.get_or_insert_with(|| Instant::now() + header_timeout);
