@@ -24,10 +24,10 @@ fn main() -> ExitCode {
     if cli.version {
         println!("hmac-file-server {}", env!("CARGO_PKG_VERSION"));
         match runtime::io_driver() {
-            "io_uring" => println!("I/O driver: io_uring"),
-            d => {
-                println!("I/O driver: {d} (io_uring is unavailable here: seccomp, io_uring_disabled or an old kernel)")
-            }
+            "epoll" => println!(
+                "I/O driver: epoll (io_uring is unavailable here: seccomp, io_uring_disabled or an old kernel)"
+            ),
+            d => println!("I/O driver: {d}"),
         }
         return ExitCode::SUCCESS;
     }
