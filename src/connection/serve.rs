@@ -162,7 +162,7 @@ async fn request<S: Socket>(
         }
     }
     let line = |status, bytes, error| access::Line {
-        peer,
+        peer: peer.0,
         method: &head.method_name,
         path: log_path(&head),
         status,

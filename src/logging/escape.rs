@@ -32,6 +32,16 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// Append `s` as `Escaped` shows it; printable ASCII, nearly every method and path, as it is.
+pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        use std::io::Write;
+        let _ = write!(out, "{}", Escaped(s));
+    }
+}
+
 /// `s` as a JSON string, with the same characters escaped as `\uXXXX` (JSON readers restore
 /// them; a raw line no longer shows them).
 pub fn json_str(out: &mut Vec<u8>, s: &str) {
@@ -69,6 +79,23 @@ mod tests {
             let c = char::from(b);
             let by_table = !matches!(c, '"' | '\'' | '\\') && c.escape_debug().len() > 1;
             assert_eq!(escaped(c), by_table, "{b:#x}");
+        }
+    }
+
+    #[test]
+    fn pushed_text_is_the_displayed_text() {
+        for raw in [
+            "/upload/a b/c.jpg",
+            "GET",
+            "",
+            "caf\u{e9}",
+            "a\u{202e}b",
+            "x\ty\u{7f}",
+            "\"q\"\\",
+        ] {
+            let mut out = Vec::new();
+            push_escaped(&mut out, raw);
+            assert_eq!(String::from_utf8(out).unwrap(), Escaped(raw).to_string(), "{raw:?}");
         }
     }
 
