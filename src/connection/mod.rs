@@ -240,8 +240,10 @@ impl<S: Socket> Conn<S> {
     pub async fn read_head(&mut self) -> Result<Option<Head>> {
         let limits = self.app.head_limits;
         let header_timeout = Duration::from_secs(self.app.config.header_timeout);
-        let idle_deadline = Instant::now() + Duration::from_secs(self.app.config.idle_timeout);
-        let mut head_deadline = None;
+        let idle = Duration::from_secs(self.app.config.idle_timeout);
+        // Both read the clock only when needed: a request already in `rbuf` (the usual case
+        // after `wait_hot`/`wait_idle`) never waits for an idle client.
+        let (mut idle_deadline, mut head_deadline) = (None, None);
         self.committed = false;
         // The response is built in a pooled buffer: one grown from nothing would be
         // reallocated several times over for every request.
@@ -258,7 +260,10 @@ impl<S: Socket> Conn<S> {
                 }
             }
             let room = limits.max_head.saturating_sub(self.rbuf.len()).max(1);
-            let deadline = head_deadline.unwrap_or(idle_deadline);
+            let deadline = match head_deadline {
+                Some(d) => d,
+                None => *idle_deadline.get_or_insert_with(|| Instant::now() + idle),
+            };
             match self.receive(room, deadline, "request head").await {
                 Ok(0) if self.rbuf.is_empty() => return Ok(None),
                 Ok(0) => return Err(Error::BadRequest("connection closed inside the request head".into())),

@@ -3,7 +3,6 @@
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::http::media_type;
 use crate::http::range::{self, RangeReq};
 use crate::http::response::{self, ResponseHead};
 use crate::http::{Head, Method};
@@ -48,13 +47,8 @@ pub async fn get<E: Exchange>(app: &App, head: &Head, ex: &mut E) -> Result<Outc
         _ => RangeReq::Full,
     };
 
-    // Parsed again on the way out: an xattr may hold what an older version or a local user
-    // put there.
-    let (content_type, disposition) = match stored.content_type.as_deref().and_then(media_type::parse) {
-        Some(t) if t.is_inline() => (t.value, "inline"),
-        Some(t) => (t.value, "attachment"),
-        None => (media_type::OCTET_STREAM, "attachment"),
-    };
+    let content_type = &stored.content_type[..];
+    let disposition = if stored.inline { "inline" } else { "attachment" };
     let (status, start, len) = match range {
         RangeReq::Full => (200, 0, stored.size),
         RangeReq::Part { start, end } => (206, start, end - start + 1),

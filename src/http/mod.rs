@@ -77,12 +77,25 @@ pub struct Limits {
     pub max_url: usize,
 }
 
+/// Whether a `\n` not preceded by `\r` occurs: without an early exit, so the compiler can
+/// check many bytes at once (the byte-by-byte loop was the other third of `parse_head`).
+fn has_bare_lf(head: &[u8]) -> bool {
+    let first = head.first() == Some(&b'\n');
+    let later = head
+        .iter()
+        .zip(head.iter().skip(1))
+        .fold(false, |found, (&prev, &b)| found | ((b == b'\n') & (prev != b'\r')));
+    first | later
+}
+
 /// Parse a request head from the start of `buf`. `Ok(None)`: need more bytes.
 /// `Ok(Some((head, n)))`: the head took `n` bytes; the body (if any) follows.
 pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let n = match req.parse(buf) {
+    // Left uninitialised for httparse to fill: zeroing 100 headers (3.2 KiB) was a third of
+    // this function's time on a small GET.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= limits.max_head {
@@ -105,11 +118,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<(Head, usize)>, E
     }
     // httparse accepts a bare LF as a line end; a proxy in front may not, and two parsers that
     // disagree on where a head ends is how requests get smuggled. Only CRLF is accepted.
-    if buf[..n]
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
-    {
+    if has_bare_lf(&buf[..n]) {
         return Err(Error::Smuggling("bare LF line ending in the request head"));
     }
     let method_name = req.method.unwrap_or_default();
@@ -300,6 +309,23 @@ fn parse_content_length(v: &[u8]) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_line_feeds_are_found_anywhere() {
+        for (head, bare) in [
+            (&b""[..], false),
+            (b"\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", false),
+            (b"GET / HTTP/1.1\nHost: a\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\n", true),
+            (b"\r\r\n", false),
+            (b"\n\r\n", true),
+        ] {
+            assert_eq!(has_bare_lf(head), bare, "{:?}", String::from_utf8_lossy(head));
+        }
+        let long = [b"X-A: b\r\n".repeat(40), b"X: y\n".to_vec()].concat();
+        assert!(has_bare_lf(&long));
+    }
 
     const L: Limits = Limits {
         max_head: 16384,

@@ -14,6 +14,7 @@ use nix::sys::stat::Mode;
 use super::fsops::open_beneath;
 use super::{cache, meta, Store};
 use crate::error::{Error, Result};
+use crate::http::media_type;
 use crate::path::StorePath;
 
 /// Open-file cache settings (`OpenFileCacheSeconds`, `OpenFileCacheEntries`).
@@ -37,7 +38,12 @@ pub struct Stored {
     /// Strong validator: size and modification time in nanoseconds.
     pub etag: String,
     pub last_modified: String,
-    pub content_type: Option<Vec<u8>>,
+    /// The type it is served with: its stored one if that is exactly one media type, else
+    /// `application/octet-stream`. Parsed once per open, not per request: the xattr may hold
+    /// what an older version or a local user put there.
+    pub content_type: Vec<u8>,
+    /// Whether a browser may show it in place (`Content-Disposition: inline`).
+    pub inline: bool,
     /// Unix seconds from which the file is no longer served (docs/protocol.md, "Bearer tokens").
     pub expires: Option<u64>,
     /// Unix seconds of its last modification: when it was uploaded.
@@ -148,7 +154,11 @@ impl Store {
         // io_uring answers EAGAIN instead of reading a non-blocking file that is not cached.
         fcntl::fcntl(fd.as_raw_fd(), fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(io::Error::from)?;
         let file = fs::File::from(fd);
-        let (content_type, expires) = meta::for_download(&file);
+        let (stored_type, expires) = meta::for_download(&file);
+        let (content_type, inline) = match stored_type.as_deref().and_then(media_type::parse) {
+            Some(t) => (t.value.to_vec(), t.is_inline()),
+            None => (media_type::OCTET_STREAM.to_vec(), false),
+        };
         let file = monoio::fs::File::from_std(file)?;
         let mtime = UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
         let mtime_ns = mtime.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -158,6 +168,7 @@ impl Store {
             etag: format!("\"{:x}-{:x}\"", st.st_size, mtime_ns),
             last_modified: httpdate::fmt_http_date(mtime),
             content_type,
+            inline,
             expires,
             uploaded: st.st_mtime.max(0) as u64,
             body: std::cell::OnceCell::new(),
