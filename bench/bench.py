@@ -159,6 +159,17 @@ class Floor(Peer):
 
 # ---------------- load generators ----------------
 
+def disk_stat(path):
+    """The block-layer counters (/sys/block/*/stat fields) of the device holding `path`;
+    None where there is none (tmpfs)."""
+    dev = os.stat(path).st_dev
+    try:
+        with open(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return None
+
+
 def wrk(peer, script, pool_file, conns, seconds, threads, extra=()):
     threads = min(threads, conns)
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", os.path.join(HERE, "wrk", script),
@@ -285,8 +296,15 @@ class Suite:
         pool = self.pool(peer, expect, SMALL)
         os.sync()  # nobody inherits the previous peer's writeback
         peer.reset_peak()
+        before = disk_stat(self.fs)
         r = wrk(peer, "put.lua", pool, conns, seconds, self.a.threads, [SMALL])
+        after = disk_stat(self.fs)
         r["peak_rss_kib"] = peer.peak_kib()
+        if before and after and r["requests"]:
+            # What reached the device during the load: a server that does not fsync leaves
+            # its uploads dirty in the page cache, to be written after the measurement.
+            r["disk_kib_per_upload"] = (after[6] - before[6]) * 512 / 1024 / r["requests"]
+            r["disk_busy_pct"] = (after[9] - before[9]) / (r["duration_us"] / 1e3) * 100
         os.unlink(pool)
         return r
 
@@ -416,6 +434,8 @@ METRICS = [
     ("put_4k_c64", "p50_us", "4 KiB PUT, 64 conns: p50 µs", False),
     ("put_4k_c64", "p99_us", "4 KiB PUT, 64 conns: p99 µs", False),
     ("put_4k_c64", "peak_rss_kib", "4 KiB PUT, 64 conns: peak RSS KiB", False),
+    ("put_4k_c64", "disk_kib_per_upload", "4 KiB PUT, 64 conns: KiB written to the disk per upload", False),
+    ("put_4k_c64", "disk_busy_pct", "4 KiB PUT, 64 conns: disk busy %", False),
     ("get_4k_c64", "rps", "4 KiB GET, 64 conns: req/s", True),
     ("get_4k_c64", "p50_us", "4 KiB GET, 64 conns: p50 µs", False),
     ("get_4k_c64", "p99_us", "4 KiB GET, 64 conns: p99 µs", False),
