@@ -35,8 +35,10 @@ pub struct GroupCommit {
 pub struct Ticket(u64);
 
 impl GroupCommit {
-    /// Start the commit thread for the filesystem holding `dir`.
-    pub fn start(dir: OwnedFd) -> io::Result<GroupCommit> {
+    /// Start the commit thread for the filesystem holding `dir`. `quiet` is a directory on it
+    /// that uploads never change (the reserved directory): where a round needs a device flush
+    /// of its own, it is an fsync of that one, which has nothing to write.
+    pub fn start(dir: OwnedFd, quiet: OwnedFd) -> io::Result<GroupCommit> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake_syncer: Condvar::new(),
@@ -54,7 +56,7 @@ impl GroupCommit {
         let s = shared.clone();
         std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(&s, dir, journaled))?;
+            .spawn(move || run(&s, dir, quiet, journaled))?;
         Ok(GroupCommit { shared })
     }
 
@@ -131,7 +133,7 @@ fn ext4_has_journal(dev: libc::dev_t) -> bool {
     })
 }
 
-fn run(shared: &Shared, dir: OwnedFd, syncfs_only: bool) {
+fn run(shared: &Shared, dir: OwnedFd, quiet: OwnedFd, syncfs_only: bool) {
     let fd = dir.as_raw_fd();
     let mut st = lock(shared);
     loop {
@@ -143,13 +145,15 @@ fn run(shared: &Shared, dir: OwnedFd, syncfs_only: bool) {
         let started = std::time::Instant::now();
         let synced_fs = nix::unistd::syncfs(fd);
         let synced = started.elapsed();
-        // ext4 without a journal can write metadata after syncfs' own cache flush; an fsync
-        // always ends with one, so the round is durable there too. With a journal that fsync
-        // would only add a second device flush.
+        // ext4 without a journal writes metadata after syncfs' own cache flush; its fsync
+        // always ends with one, dirty or not, so the round is durable there too. An fsync of
+        // StoreDir would first write its block again (the next uploads' mkdirs have dirtied
+        // it since syncfs began) and wait for it; the quiet directory has nothing to write.
+        // With a journal that fsync would only add a second device flush.
         let result = if syncfs_only {
             synced_fs
         } else {
-            synced_fs.and_then(|()| nix::unistd::fsync(fd))
+            synced_fs.and_then(|()| nix::unistd::fsync(quiet.as_raw_fd()))
         };
         tracing::debug!(
             callers = target + 1 - first,

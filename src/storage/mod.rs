@@ -110,7 +110,8 @@ impl Store {
         store.tmpfile = std::env::var_os("HMAC_FILE_SERVER_NO_TMPFILE").is_none() && store.probe_tmpfile();
         store.probe()?;
         if sync {
-            store.commit = Some(commit::GroupCommit::start(open_dir(None, root_path)?)?);
+            let quiet = open_dir(None, &root_path.join(RESERVED_DIR))?;
+            store.commit = Some(commit::GroupCommit::start(open_dir(None, root_path)?, quiet)?);
         }
         let temporaries = if store.tmpfile {
             "O_TMPFILE"
