@@ -78,7 +78,10 @@ const COLUMNS: &str = "path, size, uploader, uploaded, expires";
 /// statement cache: preparing them anew for each upload was most of the retention thread's
 /// CPU under a small-upload load.
 const BY_PATH: &str = "SELECT path, size, uploader, uploaded, expires FROM files WHERE path = ?1";
-const UPSERT: &str =
+const INSERT_NEW: &str =
+    "INSERT INTO files (path, size, uploader, uploaded, expires, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (path) DO NOTHING";
+const REPLACE: &str =
     "INSERT OR REPLACE INTO files (path, size, uploader, uploaded, expires, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const COUNT: &str = "INSERT INTO usage (uploader, files, bytes) VALUES (?1, ?2, ?3)
      ON CONFLICT (uploader) DO UPDATE SET files = files + ?2, bytes = bytes + ?3";
@@ -91,6 +94,10 @@ impl Index {
     /// rebuilds what the files say (`scan`).
     pub fn open(path: &Path) -> rusqlite::Result<Index> {
         let conn = Connection::open(path)?;
+        // One process owns the index (`node::hold_exclusive`), through this one connection:
+        // holding SQLite's lock from the first write on spares every transaction its fcntl
+        // locks, and keeps the WAL index in this process's memory instead of a shared file.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Well inside the memory budget, whatever the number of files.
@@ -117,26 +124,42 @@ impl Index {
     }
 
     /// Record `entries` in one transaction; the entries they replaced (same path), if any.
+    /// A new path (what an upload almost always is) costs one insert; the usage rows are
+    /// updated once per uploader per batch.
     pub fn upsert(&mut self, entries: &[Entry]) -> rusqlite::Result<Vec<Option<Entry>>> {
         let generation = self.generation;
         // A savepoint: a transaction of its own, or a part of a scan's batch.
         let tx = self.conn.savepoint()?;
         let mut replaced = Vec::with_capacity(entries.len());
         for e in entries {
-            let old = by_path(&tx, &e.path)?;
-            if let Some(old) = &old {
-                count(&tx, old.uploader.as_deref(), -1, -(old.size as i64))?;
-            }
-            tx.prepare_cached(UPSERT)?.execute(params![
+            let row = params![
                 e.path,
                 e.size as i64,
                 e.uploader,
                 e.uploaded as i64,
                 e.expires.map(|x| x as i64),
                 generation
-            ])?;
-            count(&tx, e.uploader.as_deref(), 1, e.size as i64)?;
+            ];
+            let old = if tx.prepare_cached(INSERT_NEW)?.execute(row)? == 1 {
+                None
+            } else {
+                let old = by_path(&tx, &e.path)?;
+                tx.prepare_cached(REPLACE)?.execute(row)?;
+                old
+            };
             replaced.push(old);
+        }
+        let mut usage: HashMap<Option<&str>, (i64, i64)> = HashMap::new();
+        for (old, e) in replaced.iter().zip(entries) {
+            if let Some(old) = old {
+                let u = usage.entry(old.uploader.as_deref()).or_default();
+                *u = (u.0 - 1, u.1 - old.size as i64);
+            }
+            let u = usage.entry(e.uploader.as_deref()).or_default();
+            *u = (u.0 + 1, u.1 + e.size as i64);
+        }
+        for (uploader, (files, bytes)) in usage {
+            count(&tx, uploader, files, bytes)?;
         }
         tx.commit()?;
         Ok(replaced)
@@ -352,10 +375,24 @@ mod tests {
             !idx.usage().unwrap().contains_key("alice"),
             "a user without files has no row"
         );
+        // In one batch: a path recorded twice, and a replacement; usage is settled per batch.
+        let old = idx
+            .upsert(&[
+                e("c/1", 1, Some("carol"), 104, None),
+                e("c/1", 2, Some("dave"), 105, None),
+                e("a/1", 3, Some("carol"), 106, None),
+            ])
+            .unwrap();
+        let sizes: Vec<_> = old.iter().map(|o| o.as_ref().map(|o| o.size)).collect();
+        assert_eq!(sizes, vec![None, Some(1), Some(7)]);
+        let u = idx.usage().unwrap();
+        assert_eq!(u["carol"], Usage { files: 1, bytes: 3 });
+        assert_eq!(u["dave"], Usage { files: 1, bytes: 2 });
+        assert!(!u.contains_key("bob"), "{u:?}");
         // It all survives reopening.
         drop(idx);
         let idx = Index::open(&_d.path().join("i.sqlite")).unwrap();
-        assert_eq!(idx.get("a/1").unwrap().unwrap().uploader.as_deref(), Some("bob"));
+        assert_eq!(idx.get("a/1").unwrap().unwrap().uploader.as_deref(), Some("carol"));
     }
 
     #[test]
