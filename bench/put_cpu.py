@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Where a durable 4 KiB PUT's CPU goes, by server thread, for one or more builds alternated.
+
+    python3 bench/put_cpu.py BINARY[,BINARY...] [--reps 3] [--seconds 6]
+
+Each repetition starts every build in turn on a fresh pool of targets (a new directory per
+upload, as bench.py's PUT load), drives it with wrk at 64 connections and reads the CPU time
+of each of its threads from /proc/<pid>/task/*/stat before and after. Printed per run: req/s,
+p50, the server's CPU µs per upload in all and by thread name (workers, group-commit,
+retention, iou-wrk: io_uring's helpers), and how idle the machine was. CPU per upload moves
+far less with this machine's mood than req/s does: a change that removes work shows there
+even when throughput is inside the noise. Stores are left in /var/tmp/put-cpu-*; remove them
+at least 30 s before a measured run (docs/benchmarks.md, the trap with deleted inodes).
+"""
+import argparse
+import collections
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def thread_ticks(pid):
+    """utime + stime per thread name (digits and dashes at the end dropped: worker-0 -> worker)."""
+    out = collections.Counter()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")].rstrip("0123456789-")
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] += int(fields[11]) + int(fields[12])
+    return out
+
+
+def machine():
+    return [int(x) for x in open("/proc/stat").readline().split()[1:]]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("binaries", help="comma-separated server binaries")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=6)
+    a = ap.parse_args()
+    bins = a.binaries.split(",")
+    tag = int(time.time())
+    runs = collections.defaultdict(list)
+    for rep in range(a.reps):
+        for i, binary in enumerate(bins):
+            store, work = f"/var/tmp/put-cpu-{i}", "/var/tmp/put-cpu-work"
+            os.makedirs(store, exist_ok=True)
+            os.makedirs(work, exist_ok=True)
+            peer = bench.Ours(f"b{i}", 18480 + i, store, work, True, os.cpu_count(), binary=binary)
+            peer.start()
+            time.sleep(0.5)
+            pool = os.path.join(work, "pool.txt")
+            with open(pool, "w") as f:
+                for k in range(60000 * a.seconds):
+                    f.write(peer.target(f"c{tag}-{rep}-{i}-{k:07x}/f.bin", bench.SMALL) + "\n")
+            os.sync()
+            t0, m0 = thread_ticks(peer.proc.pid), machine()
+            r = bench.wrk(peer, "put.lua", pool, 64, a.seconds, 1, [bench.SMALL])
+            t1, m1 = thread_ticks(peer.proc.pid), machine()
+            peer.proc.terminate()
+            peer.proc.wait()
+            if r["errors"]:
+                sys.exit(f"{binary}: {r['errors']} failed requests: the figures would not be comparable")
+            n = r["requests"]
+            per = {k: (t1[k] - t0[k]) / HZ * 1e6 / n for k in t1}
+            dm = [y - x for x, y in zip(m0, m1)]
+            idle = dm[3] / sum(dm) * 100
+            total = sum(per.values())
+            runs[binary].append((r["rps"], total))
+            threads = " ".join(f"{k}={v:.1f}" for k, v in sorted(per.items(), key=lambda x: -x[1]) if v >= 1)
+            print(f"{binary}: {r['rps']:.0f} req/s, p50 {r['p50_us']} µs, server CPU {total:.1f} µs/upload "
+                  f"({threads}), machine idle {idle:.0f} %", flush=True)
+    for binary, v in runs.items():
+        print(f"{binary}: median {statistics.median(x[0] for x in v):.0f} req/s, "
+              f"{statistics.median(x[1] for x in v):.1f} µs of server CPU per upload")
+
+
+if __name__ == "__main__":
+    main()
