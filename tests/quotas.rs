@@ -95,6 +95,10 @@ fn racing_uploads_never_overshoot() {
 #[test]
 fn user_quotas_refuse_per_uploader() {
     let s = Server::with_config("UserQuota = 5000");
+    // A new store is indexed before the server listens: no upload meets "quotas wait" (503).
+    let log = s.log();
+    let (indexed, listening) = (log.find("file index rebuilt"), log.find("listening"));
+    assert!(indexed.is_some() && indexed < listening, "{log}");
     let (a1, a2, b1) = (unique("a1.bin"), unique("a2.bin"), unique("b1.bin"));
     assert_eq!(upload_as(&s, "alice@localhost", &a1, 3000), 201);
     assert_eq!(upload_as(&s, "alice@localhost", &a2, 3000), 507, "alice is over");

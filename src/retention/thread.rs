@@ -76,6 +76,8 @@ pub enum Op {
 
 /// Files a sweep deletes before it looks at its queue again.
 const SWEEP_BATCH: usize = 256;
+/// How long a rebuild may walk before the server starts listening.
+const SCAN_AT_START: Duration = Duration::from_millis(200);
 /// Files a rebuild reads per step between two looks at the queue.
 const SCAN_STEP: usize = 500;
 
@@ -99,6 +101,12 @@ impl State {
     pub fn prepared(mut self, rebuild: Option<bool>) -> State {
         if let Some(fresh) = rebuild {
             self.begin_scan(fresh);
+            // A store walked in a moment (a new install, a small one) is indexed before the
+            // server listens, so quotas never answer 503 for it; a big one goes on in the thread.
+            let started = std::time::Instant::now();
+            while self.scan.is_some() && started.elapsed() < SCAN_AT_START {
+                self.scan_step();
+            }
         }
         self.next_due = self.index.next_due(self.settings.ttl).unwrap_or(None);
         self
