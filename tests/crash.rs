@@ -66,12 +66,41 @@ fn crash_during_uploads(env: &[(&str, &str)]) {
         }));
     }
     std::thread::sleep(Duration::from_millis(1500));
+    // One upload certainly in the middle of its body when the kill comes, however the
+    // writers happen to be placed then: half its bytes sent, the rest never.
+    let held_path = unique("crash-held.bin");
+    let (held_size, held_seed) = (100_000, 7);
+    let mut held = connect(s.addr);
+    let head = put_head(
+        &s.put_target(&held_path, held_size as u64, None, Proto::V),
+        held_size,
+        None,
+        "",
+    );
+    held.write_all(head.as_bytes()).unwrap();
+    held.write_all(&pattern(held_size, held_seed)[..held_size / 2]).unwrap();
+    let named = env.iter().any(|(k, _)| *k == "HMAC_FILE_SERVER_NO_TMPFILE");
+    if named {
+        let tmp = s.tmp_dir();
+        let started = std::time::Instant::now();
+        while std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) == 0
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    attempts.lock().unwrap().push(Attempt {
+        path: held_path,
+        size: held_size,
+        seed: held_seed,
+        created: false,
+    });
     stop.store(true, Ordering::SeqCst);
     s.kill_hard();
+    drop(held);
     for w in writers {
         w.join().expect("writer");
     }
-    let named = env.iter().any(|(k, _)| *k == "HMAC_FILE_SERVER_NO_TMPFILE");
     if named {
         let left = std::fs::read_dir(s.tmp_dir()).map(|d| d.count()).unwrap_or(0);
         assert!(left > 0, "the crash left named temporaries for the restart to remove");
