@@ -65,11 +65,13 @@ def main():
                 for k in range(60000 * a.seconds):
                     f.write(peer.target(f"c{tag}-{rep}-{i}-{k:07x}/f.bin", bench.SMALL) + "\n")
             os.sync()
-            t0, m0 = thread_ticks(peer.proc.pid), machine()
-            r = bench.wrk(peer, "put.lua", pool, 64, a.seconds, 1, [bench.SMALL])
-            t1, m1 = thread_ticks(peer.proc.pid), machine()
-            peer.proc.terminate()
-            peer.proc.wait()
+            try:
+                t0, m0 = thread_ticks(peer.proc.pid), machine()
+                r = bench.wrk(peer, "put.lua", pool, 64, a.seconds, 1, [bench.SMALL])
+                t1, m1 = thread_ticks(peer.proc.pid), machine()
+            finally:
+                peer.proc.terminate()
+                peer.proc.wait()
             if r["errors"]:
                 sys.exit(f"{binary}: {r['errors']} failed requests: the figures would not be comparable")
             n = r["requests"]
