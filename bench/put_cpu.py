@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Where a durable 4 KiB PUT's CPU goes, by server thread, for one or more builds alternated.
 
-    python3 bench/put_cpu.py BINARY[,BINARY...] [--reps 3] [--seconds 6]
+    python3 bench/put_cpu.py BINARY[,BINARY...][,nginx] [--reps 3] [--seconds 6]
 
-Each repetition starts every build in turn on a fresh pool of targets (a new directory per
+`nginx` stands for bench.py's nginx peer (WebDAV PUT, no fsync): its processes' threads are
+summed by name the same way. Each repetition starts every build in turn on a fresh pool of targets (a new directory per
 upload, as bench.py's PUT load), drives it with wrk at 64 connections and reads the CPU time
 of each of its threads from /proc/<pid>/task/*/stat before and after. Printed per run: req/s,
 p50, the server's CPU µs per upload in all and by thread name (workers, group-commit,
-retention, iou-wrk: io_uring's helpers), and how idle the machine was. CPU per upload moves
+retention, iou-wrk: io_uring's helpers), the whole machine's busy CPU per upload (the client
+and the kernel's flusher threads included) and how idle the machine was. CPU per upload moves
 far less with this machine's mood than req/s does: a change that removes work shows there
 even when throughput is inside the noise. Stores are left in /var/tmp/put-cpu-*; remove them
 at least 30 s before a measured run (docs/benchmarks.md, the trap with deleted inodes).
@@ -25,17 +27,23 @@ import bench  # noqa: E402
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def thread_ticks(pid):
-    """utime + stime per thread name (digits and dashes at the end dropped: worker-0 -> worker)."""
+def thread_ticks(pids):
+    """utime + stime per thread name (digits and dashes at the end dropped: worker-0 -> worker)
+    over every thread of `pids`."""
     out = collections.Counter()
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for pid in pids:
         try:
-            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")].rstrip("0123456789-")
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[name] += int(fields[11]) + int(fields[12])
+        for tid in tids:
+            try:
+                stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")].rstrip("0123456789-")
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[name] += int(fields[11]) + int(fields[12])
     return out
 
 
@@ -57,7 +65,11 @@ def main():
             store, work = f"/var/tmp/put-cpu-{i}", "/var/tmp/put-cpu-work"
             os.makedirs(store, exist_ok=True)
             os.makedirs(work, exist_ok=True)
-            peer = bench.Ours(f"b{i}", 18480 + i, store, work, True, os.cpu_count(), binary=binary)
+            if binary == "nginx":
+                os.makedirs(os.path.join(work, "nginx"), exist_ok=True)
+                peer = bench.Nginx("nginx", 18480 + i, store, os.path.join(work, "nginx"), os.cpu_count())
+            else:
+                peer = bench.Ours(f"b{i}", 18480 + i, store, work, True, os.cpu_count(), binary=binary)
             peer.start()
             time.sleep(0.5)
             pool = os.path.join(work, "pool.txt")
@@ -66,9 +78,9 @@ def main():
                     f.write(peer.target(f"c{tag}-{rep}-{i}-{k:07x}/f.bin", bench.SMALL) + "\n")
             os.sync()
             try:
-                t0, m0 = thread_ticks(peer.proc.pid), machine()
+                t0, m0 = thread_ticks(peer.pids()), machine()
                 r = bench.wrk(peer, "put.lua", pool, 64, a.seconds, 1, [bench.SMALL])
-                t1, m1 = thread_ticks(peer.proc.pid), machine()
+                t1, m1 = thread_ticks(peer.pids()), machine()
             finally:
                 peer.proc.terminate()
                 peer.proc.wait()
@@ -78,14 +90,16 @@ def main():
             per = {k: (t1[k] - t0[k]) / HZ * 1e6 / n for k in t1}
             dm = [y - x for x, y in zip(m0, m1)]
             idle = dm[3] / sum(dm) * 100
+            busy = (sum(dm) - dm[3] - dm[4]) / HZ * 1e6 / n  # iowait is idle too
             total = sum(per.values())
-            runs[binary].append((r["rps"], total))
+            runs[binary].append((r["rps"], total, busy))
             threads = " ".join(f"{k}={v:.1f}" for k, v in sorted(per.items(), key=lambda x: -x[1]) if v >= 1)
             print(f"{binary}: {r['rps']:.0f} req/s, p50 {r['p50_us']} µs, server CPU {total:.1f} µs/upload "
-                  f"({threads}), machine idle {idle:.0f} %", flush=True)
+                  f"({threads}), machine busy {busy:.1f} µs/upload, idle {idle:.0f} %", flush=True)
     for binary, v in runs.items():
         print(f"{binary}: median {statistics.median(x[0] for x in v):.0f} req/s, "
-              f"{statistics.median(x[1] for x in v):.1f} µs of server CPU per upload")
+              f"{statistics.median(x[1] for x in v):.1f} µs of server CPU and "
+              f"{statistics.median(x[2] for x in v):.1f} µs of the machine's per upload")
 
 
 if __name__ == "__main__":

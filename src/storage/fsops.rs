@@ -47,16 +47,39 @@ pub fn unlink_in(dirfd: RawFd, name: &str) -> std::result::Result<(), Errno> {
     nix::unistd::unlinkat(Some(dirfd), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
 }
 
+/// Whether `linkat(fd, "", …, AT_EMPTY_PATH)` may name an O_TMPFILE here: 0 not tried yet,
+/// 1 yes, 2 no. Linux allows it to holders of CAP_DAC_READ_SEARCH, and since 6.10 to the
+/// credentials that opened the file; elsewhere the link goes through /proc/self/fd, a path walk
+/// through procfs that costs a third of the call (docs/benchmarks.md, "A write without the
+/// ring's helper").
+static FLINK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 /// Give an O_TMPFILE a name; EEXIST if the name is taken (never replaces).
 pub fn link_tmpfile(fd: RawFd, dirfd: RawFd, name: &str) -> std::result::Result<(), Errno> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if FLINK.load(Relaxed) != 2 {
+        match nix::unistd::linkat(Some(fd), "", Some(dirfd), name, fcntl::AtFlags::AT_EMPTY_PATH) {
+            Err(Errno::ENOENT | Errno::EPERM) => {}
+            linked => {
+                FLINK.store(1, Relaxed);
+                return linked;
+            }
+        }
+    }
     let proc_path = format!("/proc/self/fd/{fd}");
-    nix::unistd::linkat(
+    let linked = nix::unistd::linkat(
         None,
         proc_path.as_str(),
         Some(dirfd),
         name,
         fcntl::AtFlags::AT_SYMLINK_FOLLOW,
-    )
+    );
+    // The same name linked through /proc where the empty path was refused: the refusal was
+    // the kernel's rule, not a missing directory.
+    if linked.is_ok() && FLINK.load(Relaxed) == 0 {
+        FLINK.store(2, Relaxed);
+    }
+    linked
 }
 
 /// Reserve `size` bytes for a file: 507 now rather than ENOSPC in the middle of the body.

@@ -65,29 +65,39 @@ pub fn open<'a>(root: BorrowedFd<'a>, dirs: &[&str], mode: u32) -> Result<Parent
         dirs: Vec::with_capacity(dirs.len()),
         changed: Vec::new(),
     };
-    if dirs.is_empty() {
+    let Some((last, above)) = dirs.split_last() else {
         return Ok(parents);
-    }
-    // Usually the whole chain exists (ejabberd's per-user directory) or only its last part is
-    // new (Prosody's per-upload one): one lookup of the full path, which refuses any symlink
-    // on the way as well, before walking component by component.
-    match open_dir_beneath(root.as_raw_fd(), &dirs.join("/")) {
-        Ok(fd) => {
-            parents.dirs.push(fd);
-            return Ok(parents);
+    };
+    // Usually only the last directory is new (Prosody's and ejabberd's per-upload one, below
+    // nothing or an existing per-user one): open its parent with one lookup of that path
+    // (which refuses any symlink on the way as well), then create the last directory and open
+    // it. Only where the parent is missing too does the walk go component by component.
+    if !above.is_empty() {
+        match open_dir_beneath(root.as_raw_fd(), &above.join("/")) {
+            Ok(fd) => parents.dirs.push(fd),
+            Err(Errno::ENOENT) => {
+                for seg in above {
+                    parents.step(seg, mode)?;
+                }
+            }
+            Err(e) => return Err(refused(e)),
         }
-        Err(Errno::ENOENT) => {}
-        Err(e) => return Err(refused(e)),
     }
-    for seg in dirs {
-        let parent = parents.leaf();
-        match nix::sys::stat::mkdirat(Some(parent), *seg, Mode::from_bits_truncate(mode)) {
-            Ok(()) => parents.changed.push(parents.dirs.len()),
+    parents.step(last, mode)?;
+    Ok(parents)
+}
+
+impl Parents<'_> {
+    /// Create `seg` in the current leaf unless it is there, and descend into it.
+    fn step(&mut self, seg: &str, mode: u32) -> Result<()> {
+        let parent = self.leaf();
+        match nix::sys::stat::mkdirat(Some(parent), seg, Mode::from_bits_truncate(mode)) {
+            Ok(()) => self.changed.push(self.dirs.len()),
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(refused(e)),
         }
         let fd = open_dir_beneath(parent, seg).map_err(refused)?;
-        parents.dirs.push(fd);
+        self.dirs.push(fd);
+        Ok(())
     }
-    Ok(parents)
 }

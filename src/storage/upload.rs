@@ -23,6 +23,33 @@ const GROUP_COMMIT_MAX: u64 = 1 << 20;
 /// each time), sync_file_range(SYNC_FILE_RANGE_WRITE) 1.14x (starts writes, no flush).
 const WRITEBACK_EVERY: u64 = 16 << 20;
 
+/// Writes up to this size are a plain `pwrite` on the worker's thread. ext4 cannot take a
+/// buffered write from io_uring without blocking, so the ring hands every one to a helper
+/// thread and wakes the worker when it is done: for a small body that round trip costs more
+/// CPU than copying 4 KiB into the page cache, which is no more blocking than the `mkdirat`
+/// and `linkat` the worker makes for the same upload (docs/benchmarks.md, "A write without
+/// the ring's helper").
+const DIRECT_WRITE_MAX: usize = 64 * 1024;
+
+/// `pwrite` all of `buf` at `pos`, now.
+fn write_all_now(fd: RawFd, mut buf: &[u8], mut pos: u64) -> io::Result<()> {
+    // SAFETY: the fd is the upload's open temporary, which outlives this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while !buf.is_empty() {
+        let at = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        match nix::sys::uio::pwrite(fd, buf, at) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                pos += n as u64;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// An upload in progress. Dropped without `publish`, its temporary file is removed.
 pub struct Upload<'a> {
     store: &'a Store,
@@ -65,12 +92,17 @@ impl<'a> Upload<'a> {
         self.file.as_ref().map_or(-1, |f| f.as_raw_fd())
     }
 
-    /// Write all of `buf` at `pos` through the ring; the buffer comes back for reuse.
+    /// Write all of `buf` at `pos` (through the ring unless it is small); the buffer comes
+    /// back for reuse.
     pub async fn write_at(&self, buf: Vec<u8>, pos: u64) -> (Result<()>, Vec<u8>) {
         let Some(file) = self.file.as_ref() else {
             return (Err(closed()), buf);
         };
-        let (res, buf) = file.write_all_at(buf, pos).await;
+        let (res, buf) = if buf.len() <= DIRECT_WRITE_MAX {
+            (write_all_now(file.as_raw_fd(), &buf, pos), buf)
+        } else {
+            file.write_all_at(buf, pos).await
+        };
         let end = pos + buf.len() as u64;
         let from = self.writeback_from.get();
         if res.is_ok() && self.store.sync && end - from >= WRITEBACK_EVERY {
