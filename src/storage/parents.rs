@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 /// The opened directories of one file's path below `StoreDir`.
 pub struct Parents<'a> {
     root: BorrowedFd<'a>,
-    /// From `StoreDir`'s child down to the file's own directory.
+    /// From `StoreDir`'s child down to the file's own directory (directories opened with one
+    /// lookup of their path are one entry).
     dirs: Vec<OwnedFd>,
     /// Directories that gained an entry (a directory created in them): 0 is `root`, n is
     /// `dirs[n - 1]`. The file's own directory gains one when the file is linked.
