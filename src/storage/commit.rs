@@ -17,6 +17,10 @@ struct State {
     /// Every caller up to this generation is covered by a finished round.
     done: u64,
     waiters: Vec<(u64, Waker)>,
+    /// The commit thread is waiting for a request: only then does one need to wake it (a
+    /// notify is a futex call whether anyone waits or not, and rounds run back to back under
+    /// load).
+    idle: bool,
     /// Recent failed rounds: (first, last generation covered, errno).
     failures: VecDeque<(u64, u64, i32)>,
 }
@@ -71,7 +75,10 @@ impl GroupCommit {
     pub fn request(&self) -> Ticket {
         let mut st = lock(&self.shared);
         st.requested += 1;
-        self.shared.wake_syncer.notify_one();
+        if st.idle {
+            st.idle = false;
+            self.shared.wake_syncer.notify_one();
+        }
         Ticket(st.requested)
     }
 
@@ -138,8 +145,10 @@ fn run(shared: &Shared, dir: OwnedFd, quiet: OwnedFd, syncfs_only: bool) {
     let mut st = lock(shared);
     loop {
         while st.requested == st.done {
+            st.idle = true;
             st = crate::sync::wait(&shared.wake_syncer, st);
         }
+        st.idle = false;
         let (first, target) = (st.done + 1, st.requested);
         drop(st);
         let started = std::time::Instant::now();
@@ -171,13 +180,15 @@ fn run(shared: &Shared, dir: OwnedFd, quiet: OwnedFd, syncfs_only: bool) {
                 st.failures.pop_front();
             }
         }
-        let mut i = 0;
-        while i < st.waiters.len() {
-            if st.waiters[i].0 <= target {
-                st.waiters.swap_remove(i).1.wake();
-            } else {
-                i += 1;
-            }
+        // Woken outside the lock: waking a task on another worker's ring is a syscall, and
+        // the workers asking for the next round must not wait for all of them.
+        let (covered, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut st.waiters).into_iter().partition(|w| w.0 <= target);
+        st.waiters = later;
+        drop(st);
+        for (_, waker) in covered {
+            waker.wake();
         }
+        st = lock(shared);
     }
 }
