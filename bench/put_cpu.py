@@ -4,8 +4,8 @@
     python3 bench/put_cpu.py BINARY[,BINARY...][,nginx] [--reps 3] [--seconds 6]
 
 `nginx` stands for bench.py's nginx peer (WebDAV PUT, no fsync): its processes' threads are
-summed by name the same way. Each repetition starts every build in turn on a fresh pool of targets (a new directory per
-upload, as bench.py's PUT load), drives it with wrk at 64 connections and reads the CPU time
+summed by name the same way. Each repetition starts every build in turn on a fresh pool of
+targets (a new directory per upload, as bench.py's PUT load), drives it with wrk at 64 connections and reads the CPU time
 of each of its threads from /proc/<pid>/task/*/stat before and after. Printed per run: req/s,
 p50, the server's CPU µs per upload in all and by thread name (workers, group-commit,
 retention, iou-wrk: io_uring's helpers), the whole machine's busy CPU per upload (the client

@@ -423,6 +423,33 @@ fn named_temporary_fallback_keeps_the_guarantees() {
 }
 
 #[test]
+fn every_shape_of_directory_path_lands_where_its_url_says() {
+    let s = Server::start();
+    let top = unique("x").replace("/x", "");
+    // Small uploads are made durable by the group commit, large ones (over 1 MiB) fsync each
+    // directory they changed: both, in each shape the directory walk takes.
+    for size in [1000usize, 1_500_000] {
+        for path in [
+            format!("{top}-{size}/new/deeper/f.bin"), // nothing exists: component by component
+            format!("{top}-{size}/new/other/f.bin"),  // the parent exists, the last is new
+            format!("{top}-{size}/new/deeper/g.bin"), // the whole chain exists
+            format!("{top}-{size}/h.bin"),            // one directory, existing
+            format!("{top}-{size}-flat/h.bin"),       // one directory, new
+        ] {
+            let body = pattern(size, path.len() as u64);
+            assert_eq!(
+                put(&s, &s.put_target(&path, size as u64, None, Proto::V), &body, None),
+                201,
+                "{path}"
+            );
+            assert_eq!(std::fs::read(file_at(&s, &path)).unwrap(), body, "{path}");
+            assert_eq!(get(&s, &format!("/upload/{path}")), (200, body), "{path}");
+        }
+    }
+    assert!(s.temporaries().is_empty());
+}
+
+#[test]
 fn symlinked_directories_in_store_dir_are_never_followed() {
     let s = Server::start();
     let outside = s.dir.path().join("outside");

@@ -182,11 +182,17 @@ fn run(shared: &Shared, dir: OwnedFd, quiet: OwnedFd, syncfs_only: bool) {
         }
         // Woken outside the lock: waking a task on another worker's ring is a syscall, and
         // the workers asking for the next round must not wait for all of them.
-        let (covered, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut st.waiters).into_iter().partition(|w| w.0 <= target);
-        st.waiters = later;
+        let mut covered = Vec::new();
+        let mut i = 0;
+        while i < st.waiters.len() {
+            if st.waiters[i].0 <= target {
+                covered.push(st.waiters.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
         drop(st);
-        for (_, waker) in covered {
+        for waker in covered {
             waker.wake();
         }
         st = lock(shared);
