@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Where a durable 4 KiB PUT's CPU goes, by server thread, for one or more builds alternated.
 
-    python3 bench/put_cpu.py BINARY[,BINARY...][,nginx] [--reps 3] [--seconds 6]
+    python3 bench/put_cpu.py BINARY[,BINARY...][,nginx] [--reps 3] [--seconds 6] [--get]
+
+With --get the load is bench.py's GET instead: 4 KiB files from a pool of 2,000 (uploaded once
+per store, the first time), round-robin at 64 connections.
 
 `nginx` stands for bench.py's nginx peer (WebDAV PUT, no fsync): its processes' threads are
 summed by name the same way. Each repetition starts every build in turn on a fresh pool of
@@ -56,8 +59,10 @@ def main():
     ap.add_argument("binaries", help="comma-separated server binaries")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--get", action="store_true", help="GETs of 2,000 small files instead of PUTs")
     a = ap.parse_args()
     bins = a.binaries.split(",")
+    what = "GET" if a.get else "upload"
     tag = int(time.time())
     runs = collections.defaultdict(list)
     for rep in range(a.reps):
@@ -73,13 +78,25 @@ def main():
             peer.start()
             time.sleep(0.5)
             pool = os.path.join(work, "pool.txt")
-            with open(pool, "w") as f:
-                for k in range(60000 * a.seconds):
-                    f.write(peer.target(f"c{tag}-{rep}-{i}-{k:07x}/f.bin", bench.SMALL) + "\n")
+            if a.get:
+                targets = [peer.target(f"get/{k:05x}/g.bin", bench.SMALL) for k in range(2000)]
+                marker = os.path.join(store, ".get-pool")  # kept stores already hold them
+                if not os.path.exists(marker):
+                    bench.upload_all(peer, targets, b"g" * bench.SMALL)
+                    open(marker, "w").close()
+                with open(pool, "w") as f:
+                    f.writelines(t.split("?")[0] + "\n" for t in targets)
+            else:
+                with open(pool, "w") as f:
+                    for k in range(60000 * a.seconds):
+                        f.write(peer.target(f"c{tag}-{rep}-{i}-{k:07x}/f.bin", bench.SMALL) + "\n")
             os.sync()
             try:
                 t0, m0 = thread_ticks(peer.pids()), machine()
-                r = bench.wrk(peer, "put.lua", pool, 64, a.seconds, 1, [bench.SMALL])
+                if a.get:
+                    r = bench.wrk(peer, "get.lua", pool, 64, a.seconds, 1)
+                else:
+                    r = bench.wrk(peer, "put.lua", pool, 64, a.seconds, 1, [bench.SMALL])
                 t1, m1 = thread_ticks(peer.pids()), machine()
             finally:
                 peer.proc.terminate()
@@ -94,12 +111,12 @@ def main():
             total = sum(per.values())
             runs[binary].append((r["rps"], total, busy))
             threads = " ".join(f"{k}={v:.1f}" for k, v in sorted(per.items(), key=lambda x: -x[1]) if v >= 1)
-            print(f"{binary}: {r['rps']:.0f} req/s, p50 {r['p50_us']} µs, server CPU {total:.1f} µs/upload "
-                  f"({threads}), machine busy {busy:.1f} µs/upload, idle {idle:.0f} %", flush=True)
+            print(f"{binary}: {r['rps']:.0f} req/s, p50 {r['p50_us']} µs, p99 {r['p99_us']} µs, server CPU {total:.1f} µs/{what} "
+                  f"({threads}), machine busy {busy:.1f} µs/{what}, idle {idle:.0f} %", flush=True)
     for binary, v in runs.items():
         print(f"{binary}: median {statistics.median(x[0] for x in v):.0f} req/s, "
               f"{statistics.median(x[1] for x in v):.1f} µs of server CPU and "
-              f"{statistics.median(x[2] for x in v):.1f} µs of the machine's per upload")
+              f"{statistics.median(x[2] for x in v):.1f} µs of the machine's per {what}")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,36 @@ fn open_file_cache_serves_a_deleted_file_at_most_its_ttl() {
 }
 
 #[test]
+fn open_file_cache_notices_a_file_replaced_behind_its_back() {
+    // Past its TTL a cached entry is kept only if its path still names the same file,
+    // unchanged: one replaced by a local tool (a new inode renamed over it) is served anew.
+    let s = Server::with_config("OpenFileCacheSeconds = 1");
+    let url = upload(&s, "replaced.txt", b"the first", None);
+    for _ in 0..8 {
+        assert_eq!(get(&s, &url), (200, b"the first".to_vec()));
+    }
+    let on_disk = s
+        .store()
+        .join(hmac_file_server::path::store_path(&url, "/upload/").unwrap().as_str());
+    let tmp = on_disk.with_extension("new");
+    std::fs::write(&tmp, b"the second one").unwrap();
+    std::fs::rename(&tmp, &on_disk).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for _ in 0..8 {
+        assert_eq!(
+            get(&s, &url),
+            (200, b"the second one".to_vec()),
+            "served after the cache TTL"
+        );
+    }
+    // Unchanged, it keeps being served across many TTLs.
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert_eq!(get(&s, &url), (200, b"the second one".to_vec()));
+    }
+}
+
+#[test]
 fn open_file_cache_closes_expired_files_without_new_requests() {
     let s = Server::with_config("OpenFileCacheSeconds = 1");
     let url = upload(&s, "swept.txt", b"held open", None);

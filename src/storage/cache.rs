@@ -1,9 +1,12 @@
 //! Per-worker cache of open stored files and their response metadata. Uploads are immutable
 //! once published (never replaced in place), so an open fd stays a correct view of its path
-//! until the file is deleted by someone else; entries live `OpenFileCacheSeconds` (default 1 s),
-//! which bounds how long a deleted file can still be served. The same idea as nginx's
-//! open_file_cache, on by default because a shared file in a group chat is fetched by every
-//! member within seconds.
+//! until the file is deleted by someone else; an entry is trusted for at most
+//! `OpenFileCacheSeconds` (default 1 s), which bounds how long a deleted file can still be
+//! served, and then checked again: one `fstatat` of its path, and it is kept if the path still
+//! names the same file unchanged, reopened only if not. Each entry's time is spread over the
+//! last quarter of the TTL, so files cached together are not all checked in the same
+//! millisecond. The same idea as nginx's open_file_cache, on by default because a shared file
+//! in a group chat is fetched by every member within seconds.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,24 +55,57 @@ pub fn release_body(len: usize) {
     BODY_BYTES.with(|b| b.set(b.get().saturating_sub(len)));
 }
 
-/// The cached file of `path`, unless its entry expired, or the server deleted files since it
-/// was last checked (`deletions`, the store's count) and this one is among them.
-pub fn get(path: &str, now: Instant, deletions: u64) -> Option<Rc<Stored>> {
+/// The cached file of `path`, unless the server deleted files since it was last checked
+/// (`deletions`, the store's count) and this one is among them, or its time is up and
+/// `unchanged` finds that the path no longer names it; a checked entry gets another `ttl`.
+pub fn get(
+    path: &str,
+    now: Instant,
+    deletions: u64,
+    ttl: Duration,
+    unchanged: impl FnOnce(&Stored) -> bool,
+) -> Option<Rc<Stored>> {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        let hit = match c.map.get(path) {
-            Some(e) if e.expires > now && (e.deletions.get() == deletions || still_linked(&e.stored)) => {
-                e.deletions.set(deletions);
-                Some(e.stored.clone())
+        let e = c.map.get_mut(path)?;
+        let linked = e.deletions.get() == deletions || still_linked(&e.stored);
+        let fresh = e.expires > now;
+        if linked && (fresh || unchanged(&e.stored)) {
+            if !fresh {
+                e.expires = now + spread(ttl);
             }
-            Some(_) => None,
-            None => return None,
-        };
-        if hit.is_none() {
-            c.map.remove(path);
+            e.deletions.set(deletions);
+            return Some(e.stored.clone());
         }
-        hit
+        c.map.remove(path);
+        None
     })
+}
+
+/// A cached entry's time: `ttl` less up to a quarter of it, at random. Entries cached in the
+/// same moment (the first requests after a start, a burst of downloads) then fall due spread
+/// over a quarter of a TTL rather than together, where their checks would stall every request
+/// queued behind them.
+fn spread(ttl: Duration) -> Duration {
+    thread_local! {
+        static SEED: Cell<u64> = const { Cell::new(0x9E37_79B9_7F4A_7C15) };
+    }
+    // xorshift64: any cheap, well-mixed sequence will do; nothing depends on its quality.
+    let r = SEED.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    });
+    shorten(ttl, r)
+}
+
+/// `ttl` less `r`'s share of a quarter of it.
+fn shorten(ttl: Duration, r: u64) -> Duration {
+    let quarter = ttl.as_nanos() as u64 / 4;
+    ttl - Duration::from_nanos(if quarter == 0 { 0 } else { r % quarter })
 }
 
 /// Whether the cached file still has a name (a deleted one has none, while its fd lives).
@@ -93,14 +129,14 @@ pub fn put(path: &str, stored: Rc<Stored>, now: Instant, ttl: Duration, capacity
             path.to_owned(),
             Entry {
                 stored,
-                expires: now + ttl,
+                expires: now + spread(ttl),
                 deletions: Cell::new(deletions),
             },
         );
     });
 }
 
-/// Close every expired entry. Run by each worker once per TTL, so a file deleted behind the
+/// Close every entry whose time is up. Run by each worker once per TTL, so a file deleted behind the
 /// server's back (a retention job) has its disk space released within about two TTLs, not
 /// whenever the cache happens to fill up.
 pub fn sweep(now: Instant) {
@@ -111,4 +147,25 @@ pub fn sweep(now: Instant) {
             c.map.shrink_to(64);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entrys_time_is_within_the_last_quarter_of_the_ttl() {
+        let ttl = Duration::from_secs(1);
+        for r in [0, 1, 249_999_999, 250_000_000, u64::MAX, 0x9E37_79B9_7F4A_7C15] {
+            let t = shorten(ttl, r);
+            assert!(t > ttl * 3 / 4 && t <= ttl, "{r}: {t:?}");
+        }
+        assert_eq!(
+            shorten(Duration::from_nanos(3), 7),
+            Duration::from_nanos(3),
+            "too short to spread"
+        );
+        let times: std::collections::HashSet<_> = (0..100).map(|_| spread(ttl)).collect();
+        assert!(times.len() > 90, "spread, not one moment: {} distinct", times.len());
+    }
 }

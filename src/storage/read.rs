@@ -51,6 +51,27 @@ pub struct Stored {
     /// The whole file, once read, if it is small and this worker's body budget allows
     /// (see `cache::BODY_MAX`): a repeated GET then needs no file read.
     body: std::cell::OnceCell<Box<[u8]>>,
+    /// Which file this is and its state when opened: the cache keeps it past its time only
+    /// while its path still names the same inode with the same change time (a link, unlink
+    /// or xattr change moves that).
+    identity: Identity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(st: &libc::stat) -> Identity {
+        Identity {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
 }
 
 impl Stored {
@@ -128,12 +149,22 @@ impl Store {
         }
         let now = Instant::now();
         let deletions = self.deletions();
-        if let Some(hit) = cache::get(path.as_str(), now, deletions) {
+        let unchanged = |s: &Stored| self.still_names(path, s);
+        if let Some(hit) = cache::get(path.as_str(), now, deletions, cache.ttl, unchanged) {
             return Ok(hit);
         }
         let stored = Rc::new(self.open_read(path)?);
         cache::put(path.as_str(), stored.clone(), now, cache.ttl, cache.entries, deletions);
         Ok(stored)
+    }
+
+    /// Whether `path` still names `stored`, unchanged since it was opened. A symlink swapped
+    /// in on the way cannot make this serve anything new: it only ever confirms the inode
+    /// already open, which was checked when it was opened.
+    fn still_names(&self, path: &StorePath, stored: &Stored) -> bool {
+        use nix::fcntl::AtFlags;
+        let now = nix::sys::stat::fstatat(Some(self.root.as_raw_fd()), path.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW);
+        now.is_ok_and(|st| Identity::of(&st) == stored.identity)
     }
 
     fn open_read(&self, path: &StorePath) -> Result<Stored> {
@@ -172,6 +203,7 @@ impl Store {
             expires,
             uploaded: st.st_mtime.max(0) as u64,
             body: std::cell::OnceCell::new(),
+            identity: Identity::of(&st),
         })
     }
 }
