@@ -8,6 +8,8 @@ use super::{Config, ConfigError};
 pub const EXAMPLE_SECRET: &str = "change-me-to-a-long-random-string";
 /// Shorter secrets are accepted with a warning: an HMAC key is only as strong as its guessing.
 const SHORT_SECRET: usize = 16;
+/// The longest any duration key may be, in seconds: ten years.
+const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 impl Config {
     /// What is allowed but unwise, for the start-up log and `--check-config`.
@@ -130,6 +132,22 @@ impl Config {
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1 second");
+            }
+        }
+        // Deadlines are instants: a number of seconds too large to add to the clock would panic
+        // the worker that first adds it, so every such key has a ceiling.
+        for (key, value) in [
+            ("HeaderTimeout", self.header_timeout),
+            ("BodyTimeout", self.body_timeout),
+            ("IdleTimeout", self.idle_timeout),
+            ("SendTimeout", self.send_timeout()),
+            ("OpenFileCacheSeconds", self.open_file_cache_seconds),
+            ("GracefulShutdownTimeout", self.graceful_shutdown_timeout),
+            ("ResumableExpiration", self.resumable_expiration),
+            ("RetryDelay", self.retry_delay),
+        ] {
+            if value > MAX_SECONDS {
+                return invalid(key, "must be at most 315360000 seconds (ten years)");
             }
         }
         if self.open_file_cache_entries == 0 || self.open_file_cache_entries > 100_000 {

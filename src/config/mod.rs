@@ -442,6 +442,28 @@ mod tests {
     }
 
     #[test]
+    fn durations_too_long_for_the_clock_are_refused_by_name() {
+        for key in [
+            "HeaderTimeout",
+            "BodyTimeout",
+            "IdleTimeout",
+            "SendTimeout",
+            "OpenFileCacheSeconds",
+            "GracefulShutdownTimeout",
+            "ResumableExpiration",
+            "RetryDelay",
+        ] {
+            let ten_years = format!("Secret = \"x\"\n{key} = 315360000");
+            assert!(Config::parse(&ten_years).is_ok(), "{key}: ten years is allowed");
+            let err = Config::parse(&format!("Secret = \"x\"\n{key} = 9223372036854775807"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(key) && err.contains("ten years"), "{key}: {err}");
+        }
+    }
+
+    #[test]
     fn empty_secret_is_named() {
         let e = Config::parse("").unwrap_err().to_string();
         assert!(e.contains("Secret"), "{e}");
