@@ -136,9 +136,9 @@ pub fn put(path: &str, stored: Rc<Stored>, now: Instant, ttl: Duration, capacity
     });
 }
 
-/// Close every entry whose time is up. Run by each worker once per TTL, so a file deleted behind the
-/// server's back (a retention job) has its disk space released within about two TTLs, not
-/// whenever the cache happens to fill up.
+/// Close every entry whose time is up. Run by each worker once per TTL, so a file deleted
+/// behind the server's back (a retention job) has its disk space released within about two
+/// TTLs, not whenever the cache happens to fill up.
 pub fn sweep(now: Instant) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
