@@ -157,7 +157,7 @@ pub struct Config {
     /// Seconds an idle keep-alive connection is kept open.
     #[serde(rename = "IdleTimeout")]
     pub idle_timeout: u64,
-    /// Seconds an opened download stays cached per worker; 0 disables the cache.
+    /// Seconds a worker trusts an opened download before checking its path again; 0 disables the cache.
     #[serde(rename = "OpenFileCacheSeconds")]
     pub open_file_cache_seconds: u64,
     /// Most files each worker keeps open in that cache.

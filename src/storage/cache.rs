@@ -68,12 +68,16 @@ pub fn get(
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let e = c.map.get_mut(path)?;
-        let linked = e.deletions.get() == deletions || still_linked(&e.stored);
-        let fresh = e.expires > now;
-        if linked && (fresh || unchanged(&e.stored)) {
-            if !fresh {
-                e.expires = now + spread(ttl);
-            }
+        // Past its time the path check covers a deletion too (an unlink moves the change time).
+        let valid = if e.expires > now {
+            e.deletions.get() == deletions || still_linked(&e.stored)
+        } else if unchanged(&e.stored) {
+            e.expires = now + spread(ttl);
+            true
+        } else {
+            false
+        };
+        if valid {
             e.deletions.set(deletions);
             return Some(e.stored.clone());
         }
