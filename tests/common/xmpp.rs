@@ -132,13 +132,14 @@ impl Xmpp {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Run the slixmpp client in `mode` with `spec` on stdin; its JSON answer.
+    /// Run the slixmpp client in `mode` with `spec` on stdin; its JSON answer. Each step may
+    /// take 60 s: under the whole suite beside a CPU hog, ejabberd once took just over 30 s.
     pub fn client(&self, mode: &str, spec: &serde_json::Value) -> serde_json::Value {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/xmpp_client.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(mode)
-            .args(["--port", &self.port.to_string(), "--timeout", "30"])
+            .args(["--port", &self.port.to_string(), "--timeout", "60"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
