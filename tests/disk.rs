@@ -1,5 +1,6 @@
-//! Disk trouble: a full filesystem before and during the body, a StoreDir remounted read-only
-//! or deleted under the running server. The small filesystems are real tmpfs mounts (root only).
+//! Disk trouble: a full filesystem before and during the body, write errors in the kernel's
+//! writeback, a StoreDir remounted read-only or deleted under the running server. The small
+//! filesystems are real tmpfs and loop-device ext4 mounts (root only).
 mod common;
 
 use common::*;
@@ -51,6 +52,85 @@ fn can_mount() -> bool {
         "root, for tmpfs mounts",
         unsafe { libc::geteuid() } == 0 && on_path("mount"),
     )
+}
+
+/// ext4 without a journal (as on this machine's root) on a loop device whose backing file lives
+/// in a small tmpfs. While `fill` has filled that tmpfs, writing a block the backing file never
+/// held fails, so the kernel's writeback of new data gets write errors; `unfill` ends them.
+/// (No device-mapper here to inject errors otherwise.)
+struct FailingExt4 {
+    mnt: tempfile::TempDir,
+    device: String,
+    back: Tmpfs,
+}
+
+impl FailingExt4 {
+    fn new() -> FailingExt4 {
+        let back = Tmpfs::mount("64m");
+        let image = back.path().join("disk.img");
+        std::fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "^has_journal"])
+            .arg(&image)
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfs.ext4");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mnt = tempfile::tempdir().unwrap();
+        // errors=continue: ext4 keeps going after a failed metadata write, as a server's
+        // filesystem would until its operator looks.
+        mount(&["-o", "errors=continue", &device], mnt.path());
+        FailingExt4 { mnt, device, back }
+    }
+
+    fn path(&self) -> &Path {
+        self.mnt.path()
+    }
+
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.back.path().join("filler")).unwrap();
+        let block = vec![1u8; 1 << 20];
+        while filler.write_all(&block).is_ok() {}
+    }
+
+    fn unfill(&self) {
+        std::fs::remove_file(self.back.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for FailingExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mnt.path()).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+/// What `path` holds on the disk itself: its cached pages are dropped first.
+fn on_disk(path: &Path) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: plain syscall on an open file.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    std::fs::read(path).unwrap()
+}
+
+/// The content of the one temporary the server holds open, read through its descriptor.
+fn temporary_content(s: &Server, store: &Path) -> Option<Vec<u8>> {
+    let tmp = store.join(".hmac-file-server/tmp");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", s.pid())).ok()?;
+    let fd = fds
+        .flatten()
+        .find(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t != tmp && t.starts_with(&tmp)))?;
+    std::fs::read(fd.path()).ok()
 }
 
 fn server_on(store: &Path) -> Server {
@@ -194,4 +274,71 @@ fn deleted_store_answers_503() {
     assert_eq!(r.status, 503);
     assert!(s.wait_log("StoreDir is not writable"), "{}", s.log());
     assert_eq!(get(&s, &format!("/upload/{}", encode_path(&path))).0, 404);
+}
+
+/// The kernel reports a writeback error once, to whichever flush asks first. Here the group
+/// commit round of another upload writes this upload's first half, fails, and takes the error;
+/// this upload's own flush then succeeds. It must still not get a 201: its first half is not on
+/// the disk. Both ways to durability: 512 KiB shares the group commit, 2 MiB fsyncs its own file.
+#[test]
+fn a_write_error_reported_to_another_uploads_flush_refuses_this_upload_too() {
+    if !can_mount() || !require("losetup and mkfs.ext4", on_path("losetup") && on_path("mkfs.ext4")) {
+        return;
+    }
+    let fs = FailingExt4::new();
+    let store = fs.path().join("store");
+    // Bodies are written 64 KiB at a time (the default chunk would hold the first half back).
+    let s = Server::with_config(&format!("StoreDir = \"{}\"\nChunkSize = 65536", store.display()));
+    upload_fits(&s, &store, 4096, 20);
+    for (size, seed) in [(512 << 10, 21), (2 << 20, 31)] {
+        fs.fill();
+        // Preallocated: its blocks exist in ext4 but were never written to the backing file.
+        let path = unique("half-lost.bin");
+        let body = pattern(size, seed);
+        let (first, rest) = body.split_at(size / 2);
+        let mut c = connect(s.addr);
+        let target = s.put_target(&path, size as u64, None, Proto::V);
+        c.write_all(put_head(&target, size, None, "").as_bytes()).unwrap();
+        c.write_all(first).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while temporary_content(&s, &store).is_none_or(|t| t[..first.len()] != *first) {
+            assert!(Instant::now() < deadline, "the server never wrote the first half");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Another upload's round writes back everything dirty, this first half too, and fails.
+        let other = unique("other.bin");
+        let other_body = pattern(4096, seed + 1);
+        assert_eq!(
+            put(&s, &s.put_target(&other, 4096, None, Proto::V), &other_body, None),
+            500
+        );
+        assert!(!store.join(&other).exists());
+
+        fs.unfill();
+        c.write_all(rest).unwrap();
+        let r = read_response(&mut c, false).expect("an answer");
+        if r.status == 201 {
+            assert!(
+                on_disk(&store.join(&path)) == body,
+                "{size} B: 201, and the file on disk is not what was sent"
+            );
+        }
+        assert_eq!(r.status, 500, "{size} B");
+        assert!(!store.join(&path).exists(), "nothing visible");
+        wait_no_temporaries(&s, &store);
+
+        // The errors are over: an upload of the same size goes in, and is on the disk.
+        let path = unique("after.bin");
+        let body = pattern(size, seed + 2);
+        assert_eq!(
+            put(&s, &s.put_target(&path, size as u64, None, Proto::V), &body, None),
+            201
+        );
+        assert!(on_disk(&store.join(&path)) == body, "{size} B after the errors");
+    }
+    assert!(
+        s.wait_log("upload refused: the kernel reported a write error"),
+        "{}",
+        s.log()
+    );
 }

@@ -39,6 +39,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v man >/dev/null 2>&1 || need+=(man-db)
 # Runs a Prosody with its clock behind ours, so its tokens arrive expired (tests/prosody_file_share.rs).
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+# ext4 on a loop device, to provoke write errors in the kernel's writeback (tests/disk.rs).
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || need+=(mount)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
   $sudo apt-get update -qq

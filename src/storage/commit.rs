@@ -1,14 +1,17 @@
 //! Group commit for small uploads: one `syncfs` makes every change made before it started
 //! durable, so concurrent uploads share one round of writeback and one device cache flush
 //! instead of paying three fsyncs each. A dedicated thread runs the rounds back to back
-//! (syncfs has no io_uring op and blocks); workers wait without blocking their thread.
+//! (syncfs has no io_uring op and blocks); workers wait without blocking their thread. A failed
+//! round is recorded in the store's `Failures`, which is where its callers learn of it: the
+//! error may belong to uploads of a later round (see failures.rs).
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Poll, Waker};
+
+use super::failures::Failures;
 
 #[derive(Default)]
 struct State {
@@ -21,13 +24,12 @@ struct State {
     /// notify is a futex call whether anyone waits or not, and rounds run back to back under
     /// load).
     idle: bool,
-    /// Recent failed rounds: (first, last generation covered, errno).
-    failures: VecDeque<(u64, u64, i32)>,
 }
 
 struct Shared {
     state: Mutex<State>,
     wake_syncer: Condvar,
+    failures: Arc<Failures>,
 }
 
 pub struct GroupCommit {
@@ -42,10 +44,11 @@ impl GroupCommit {
     /// Start the commit thread for the filesystem holding `dir`. `quiet` is a directory on it
     /// that uploads never change (the reserved directory): where a round needs a device flush
     /// of its own, it is an fsync of that one, which has nothing to write.
-    pub fn start(dir: OwnedFd, quiet: OwnedFd) -> io::Result<GroupCommit> {
+    pub fn start(dir: OwnedFd, quiet: OwnedFd, failures: Arc<Failures>) -> io::Result<GroupCommit> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake_syncer: Condvar::new(),
+            failures,
         });
         let journaled = syncfs_is_enough(&dir);
         tracing::info!(
@@ -64,8 +67,9 @@ impl GroupCommit {
         Ok(GroupCommit { shared })
     }
 
-    /// Wait until everything this thread changed before the call is durable.
-    pub async fn commit(&self) -> io::Result<()> {
+    /// Wait until a round has written everything this thread changed before the call; whether
+    /// it is durable, `Failures` tells.
+    pub async fn commit(&self) {
         let ticket = self.request();
         self.wait(ticket).await
     }
@@ -84,13 +88,12 @@ impl GroupCommit {
 
     /// Wait for the round of `ticket`. Only what was changed before the round started is
     /// covered: a caller that changes more after `request` must `request` again.
-    pub async fn wait(&self, ticket: Ticket) -> io::Result<()> {
+    pub async fn wait(&self, ticket: Ticket) {
         let gen = ticket.0;
         poll_fn(|cx| {
             let mut st = lock(&self.shared);
             if st.done >= gen {
-                let failed = st.failures.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&gen));
-                return Poll::Ready(failed.map_or(Ok(()), |(_, _, e)| Err(io::Error::from_raw_os_error(*e))));
+                return Poll::Ready(());
             }
             st.waiters.push((gen, cx.waker().clone()));
             Poll::Pending
@@ -170,16 +173,13 @@ fn run(shared: &Shared, dir: OwnedFd, quiet: OwnedFd, syncfs_only: bool) {
             total_us = started.elapsed().as_micros() as u64,
             "group commit round"
         );
-        let err = result.err().map(|e| e as i32);
+        if let Err(e) = result {
+            // Recorded before `done` moves, so every caller of this round sees it.
+            shared.failures.record();
+            tracing::error!(errno = e as i32, "syncfs of StoreDir failed: uploads in flight get 500");
+        }
         st = lock(shared);
         st.done = target;
-        if let Some(e) = err {
-            tracing::error!(errno = e, "syncfs of StoreDir failed: uploads waiting on it get 500");
-            st.failures.push_back((first, target, e));
-            if st.failures.len() > 64 {
-                st.failures.pop_front();
-            }
-        }
         // Woken outside the lock: waking a task on another worker's ring is a syscall, and
         // the workers asking for the next round must not wait for all of them.
         let mut covered = Vec::new();

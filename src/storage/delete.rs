@@ -71,7 +71,7 @@ impl Store {
 
     fn sync_dir(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
         if self.sync {
-            fsync(dir.as_raw_fd())?;
+            self.failures.note(fsync(dir.as_raw_fd()).map_err(io::Error::from))?;
         }
         Ok(())
     }

@@ -10,6 +10,8 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::task::{Poll, Waker};
 
+use super::failures::Failures;
+
 /// A directory: (device, inode).
 pub type Key = (u64, u64);
 
@@ -33,8 +35,9 @@ thread_local! {
 }
 
 /// Make the entries of directory `fd` (identified by `key`) durable,
-/// sharing the fsync with concurrent callers on this worker.
-pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>) -> io::Result<()> {
+/// sharing the fsync with concurrent callers on this worker. A failure is recorded in
+/// `failures` too: the block it lost may hold entries of callers on other workers.
+pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>, failures: &Failures) -> io::Result<()> {
     let mut caller = Caller { key, running: false };
     let gen = with_dir(key, |dir| {
         dir.requested += 1;
@@ -62,7 +65,7 @@ pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>) -> io::Result<()> {
     caller.running = true;
     // It covers everyone who asked before it started.
     let target = with_dir(key, |dir| dir.requested);
-    let res = fsync_via_ring(fd).await;
+    let res = failures.note(fsync_via_ring(fd).await);
     with_dir(key, |dir| {
         dir.done = target;
         dir.last_error = res.as_ref().err().map(|e| e.raw_os_error().unwrap_or(libc::EIO));

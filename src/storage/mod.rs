@@ -10,6 +10,7 @@ mod cache;
 mod commit;
 mod delete;
 mod dirsync;
+mod failures;
 mod fsops;
 mod meta;
 mod parents;
@@ -23,7 +24,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -63,6 +64,9 @@ pub struct Store {
     sync: bool,
     /// Present when `sync`: the shared syncfs rounds for small uploads.
     commit: Option<commit::GroupCommit>,
+    /// Write errors any flush of the store reported: an upload in flight when one comes is
+    /// refused, whoever's flush it came to (failures.rs).
+    failures: Arc<failures::Failures>,
     counter: AtomicU64,
     /// Files this process deleted (`delete`), for the open-file caches.
     deletions: AtomicU64,
@@ -98,6 +102,7 @@ impl Store {
             tmpfile: true,
             sync,
             commit: None,
+            failures: Arc::default(),
             counter: AtomicU64::new(0),
             deletions: AtomicU64::new(0),
             in_progress: Mutex::new(HashSet::new()),
@@ -111,7 +116,11 @@ impl Store {
         store.probe()?;
         if sync {
             let quiet = open_dir(None, &root_path.join(RESERVED_DIR))?;
-            store.commit = Some(commit::GroupCommit::start(open_dir(None, root_path)?, quiet)?);
+            store.commit = Some(commit::GroupCommit::start(
+                open_dir(None, root_path)?,
+                quiet,
+                store.failures.clone(),
+            )?);
         }
         let temporaries = if store.tmpfile {
             "O_TMPFILE"

@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use nix::errno::Errno;
 use nix::fcntl::{self, RenameFlags};
 
+use super::failures::Watch;
 use super::fsops::{link_tmpfile, unlink_in};
 use super::{dirsync, parents, Claim, Store};
 use crate::error::{Error, Result};
@@ -63,6 +64,8 @@ pub struct Upload<'a> {
     persistent: bool,
     /// Bytes from 0 whose writeback has been started (durable uploads only).
     writeback_from: std::cell::Cell<u64>,
+    /// The store's write failures when this upload began: one reported since refuses it.
+    watch: Watch,
 }
 
 fn closed() -> Error {
@@ -85,6 +88,7 @@ impl<'a> Upload<'a> {
             published: false,
             persistent,
             writeback_from: std::cell::Cell::new(0),
+            watch: store.failures.watch(),
         }
     }
 
@@ -123,10 +127,15 @@ impl<'a> Upload<'a> {
         (res.map_err(Error::Io), buf)
     }
 
-    /// Make what was written so far durable (a resumable upload's checkpoint).
+    /// Make what was written so far durable (a resumable upload's checkpoint); refused like
+    /// `publish` if a write error was reported meanwhile.
     pub async fn sync_data(&self) -> Result<()> {
         match self.file.as_ref() {
-            Some(file) if self.store.sync => Ok(file.sync_data().await?),
+            Some(file) if self.store.sync => {
+                let failures = &self.store.failures;
+                failures.note(file.sync_data().await)?;
+                Ok(failures.check(self.watch)?)
+            }
             Some(_) => Ok(()),
             None => Err(closed()),
         }
@@ -134,9 +143,14 @@ impl<'a> Upload<'a> {
 
     /// Make the upload visible at `path`: fsync, no-replace link (or rename), then fsync of
     /// every directory whose entries changed. The body must be complete: preallocation was
-    /// exactly the declared size, so the file size is already right.
+    /// exactly the declared size, so the file size is already right. Any write error the
+    /// store's flushes reported meanwhile refuses it, before the link if it came by then.
     pub async fn publish(mut self, path: &StorePath, size: u64) -> Result<()> {
         let store = self.store;
+        let durable = || match store.sync {
+            true => store.failures.check(self.watch),
+            false => Ok(()),
+        };
         let file = self.file.take().ok_or_else(closed)?;
         let fd = file.as_raw_fd();
         // Data and inode durable before the name appears.
@@ -151,14 +165,15 @@ impl<'a> Upload<'a> {
                 // never does.
                 let round = g.request();
                 let parents = parents::open(store.root.as_fd(), &dirs, store.modes.dir);
-                g.wait(round).await?;
+                g.wait(round).await;
                 parents?
             }
             (true, None) => {
-                file.sync_all().await?;
+                store.failures.note(file.sync_all().await)?;
                 parents::open(store.root.as_fd(), &dirs, store.modes.dir)?
             }
         };
+        durable()?;
         tracing::debug!(
             size,
             sync_ms = started.elapsed().as_millis() as u64,
@@ -182,14 +197,14 @@ impl<'a> Upload<'a> {
         file.close().await?;
         // Then the new name (and any directory created for it) durable before the 201.
         if let Some(g) = group {
-            g.commit().await?;
+            g.commit().await;
         } else if store.sync {
             for dir in parents.changed() {
                 let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
-                dirsync::sync_dir((st.st_dev, st.st_ino), dir).await?;
+                dirsync::sync_dir((st.st_dev, st.st_ino), dir, &store.failures).await?;
             }
         }
-        Ok(())
+        Ok(durable()?)
     }
 }
 
