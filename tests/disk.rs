@@ -114,13 +114,21 @@ impl Drop for FailingExt4 {
     }
 }
 
-/// What `path` holds on the disk itself: its cached pages are dropped first.
-fn on_disk(path: &Path) -> Vec<u8> {
+/// `path` holds `want` on the disk itself (its cached pages are dropped first).
+fn assert_on_disk(path: &Path, want: &[u8], what: &str) {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::open(path).unwrap();
     // SAFETY: plain syscall on an open file.
     unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    std::fs::read(path).unwrap()
+    let got = std::fs::read(path).unwrap();
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    let last = got.iter().zip(want).rposition(|(a, b)| a != b);
+    assert!(
+        got == want,
+        "{what}: {} bytes on disk of {}, differing from {first:?} to {last:?}",
+        got.len(),
+        want.len()
+    );
 }
 
 /// The content of the one temporary the server holds open, read through its descriptor.
@@ -279,7 +287,8 @@ fn deleted_store_answers_503() {
 /// The kernel reports a writeback error once, to whichever flush asks first. Here the group
 /// commit round of another upload writes this upload's first half, fails, and takes the error;
 /// this upload's own flush then succeeds. It must still not get a 201: its first half is not on
-/// the disk. Both ways to durability: 512 KiB shares the group commit, 2 MiB fsyncs its own file.
+/// the disk. Both ways to durability: 512 KiB shares the group commit, 2 MiB fsyncs its own file;
+/// then a resumable upload, whose refused bytes the client sends again.
 #[test]
 fn a_write_error_reported_to_another_uploads_flush_refuses_this_upload_too() {
     if !can_mount() || !require("losetup and mkfs.ext4", on_path("losetup") && on_path("mkfs.ext4")) {
@@ -300,45 +309,94 @@ fn a_write_error_reported_to_another_uploads_flush_refuses_this_upload_too() {
         let target = s.put_target(&path, size as u64, None, Proto::V);
         c.write_all(put_head(&target, size, None, "").as_bytes()).unwrap();
         c.write_all(first).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while temporary_content(&s, &store).is_none_or(|t| t[..first.len()] != *first) {
-            assert!(Instant::now() < deadline, "the server never wrote the first half");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Another upload's round writes back everything dirty, this first half too, and fails.
-        let other = unique("other.bin");
-        let other_body = pattern(4096, seed + 1);
-        assert_eq!(
-            put(&s, &s.put_target(&other, 4096, None, Proto::V), &other_body, None),
-            500
-        );
-        assert!(!store.join(&other).exists());
-
-        fs.unfill();
+        lose_in_writeback(&fs, &s, &store, first);
         c.write_all(rest).unwrap();
         let r = read_response(&mut c, false).expect("an answer");
         if r.status == 201 {
-            assert!(
-                on_disk(&store.join(&path)) == body,
-                "{size} B: 201, and the file on disk is not what was sent"
-            );
+            assert_on_disk(&store.join(&path), &body, &format!("{size} B, acknowledged"));
         }
         assert_eq!(r.status, 500, "{size} B");
         assert!(!store.join(&path).exists(), "nothing visible");
         wait_no_temporaries(&s, &store);
 
-        // The errors are over: an upload of the same size goes in, and is on the disk.
-        let path = unique("after.bin");
-        let body = pattern(size, seed + 2);
-        assert_eq!(
-            put(&s, &s.put_target(&path, size as u64, None, Proto::V), &body, None),
-            201
-        );
-        assert!(on_disk(&store.join(&path)) == body, "{size} B after the errors");
+        goes_in_again(&s, &store, size, seed + 2);
     }
+
+    // A resumable upload: the PATCH that carried the lost half is not acknowledged, and the
+    // offset the server reports counts no lost byte.
+    let path = unique("resumed.bin");
+    let body = pattern(512 << 10, 41);
+    let (first, rest) = body.split_at(body.len() / 2);
+    let r = tus_create(&s, &path, body.len());
+    assert_eq!(r.status, 201, "{r:?}");
+    let loc = r.header("Location").unwrap().to_owned();
+    let mut c = connect(s.addr);
+    fs.fill();
+    c.write_all(tus_patch_head(&loc, 0, body.len()).as_bytes()).unwrap();
+    c.write_all(first).unwrap();
+    lose_in_writeback(&fs, &s, &store, first);
+    c.write_all(rest).unwrap();
+    let r = read_response(&mut c, false).expect("an answer");
+    assert_eq!(r.status, 500, "the PATCH is not acknowledged");
+    let head = tus(&s, "HEAD", &loc, "", b"");
+    let offset: usize = head
+        .header("Upload-Offset")
+        .and_then(|o| o.parse().ok())
+        .expect("an offset");
+    assert!(offset < first.len(), "offset {offset} counts lost bytes");
+    // The first PATCH after the error may be refused too: ext4 reports a failed metadata write
+    // at the next change that needs metadata. A few tries, then it is in.
+    let mut tries = 0;
+    loop {
+        let r = tus_patch(&s, &loc, offset as u64, &body[offset..], "");
+        if r.status == 204 {
+            break;
+        }
+        tries += 1;
+        assert!(r.status == 500 && tries < 3, "{r:?}");
+    }
+    assert_on_disk(&store.join(&path), &body, "the resumed upload");
+
     assert!(
         s.wait_log("upload refused: the kernel reported a write error"),
         "{}",
         s.log()
     );
+}
+
+/// Once the space is back, an upload of `size` goes in and is on the disk. The first may still be
+/// refused: ext4 reports a failed metadata write at the next change that needs metadata, and
+/// counts it as an error, which refuses every upload in flight.
+fn goes_in_again(s: &Server, store: &Path, size: usize, seed: u64) {
+    for attempt in 0..3 {
+        let path = unique("after.bin");
+        let body = pattern(size, seed + attempt);
+        let status = put(s, &s.put_target(&path, size as u64, None, Proto::V), &body, None);
+        if status == 201 {
+            assert_on_disk(&store.join(&path), &body, &format!("{size} B after the errors"));
+            return;
+        }
+        assert_eq!(status, 500);
+        assert!(!store.join(&path).exists(), "nothing visible");
+    }
+    panic!("{size} B uploads still refused after the errors:\n{}", s.log());
+}
+
+/// With the backing tmpfs full, wait until the server holds `first` in its one open temporary,
+/// then have another upload's flush write it back and fail; then free the space again.
+fn lose_in_writeback(fs: &FailingExt4, s: &Server, store: &Path, first: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while temporary_content(s, store).is_none_or(|t| t.get(..first.len()) != Some(first)) {
+        assert!(Instant::now() < deadline, "the server never wrote the first half");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its round writes back everything dirty, the first half too, and fails.
+    let other = unique("other.bin");
+    let other_body = pattern(4096, 7);
+    assert_eq!(
+        put(s, &s.put_target(&other, 4096, None, Proto::V), &other_body, None),
+        500
+    );
+    assert!(!store.join(&other).exists());
+    fs.unfill();
 }

@@ -126,14 +126,9 @@ fn syncfs_is_enough(dir: &OwnedFd) -> bool {
     ext4_has_journal(st.st_dev)
 }
 
-/// jbd2 lists each journal it runs as /proc/fs/jbd2/<device>-<inode>; the device's name is
-/// in its uevent under /sys/dev/block.
+/// jbd2 lists each journal it runs as /proc/fs/jbd2/<device>-<inode>.
 fn ext4_has_journal(dev: libc::dev_t) -> bool {
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let Ok(uevent) = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")) else {
-        return false;
-    };
-    let Some(name) = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")) else {
+    let Some(name) = super::fsops::block_device_name(dev) else {
         return false;
     };
     let prefix = format!("{name}-");
@@ -173,10 +168,9 @@ fn run(shared: &Shared, dir: OwnedFd, quiet: OwnedFd, syncfs_only: bool) {
             total_us = started.elapsed().as_micros() as u64,
             "group commit round"
         );
-        if let Err(e) = result {
-            // Recorded before `done` moves, so every caller of this round sees it.
-            shared.failures.record();
-            tracing::error!(errno = e as i32, "syncfs of StoreDir failed: uploads in flight get 500");
+        // Recorded before `done` moves, so every caller of this round sees it.
+        if let Err(e) = shared.failures.note(result.map_err(io::Error::from)) {
+            tracing::error!(error = %e, "syncfs of StoreDir failed: uploads in flight get 500");
         }
         st = lock(shared);
         st.done = target;

@@ -91,3 +91,14 @@ pub fn preallocate(fd: RawFd, size: u64) -> Result<()> {
         Err(e) => Err(Error::storage(e.into())),
     }
 }
+
+/// The kernel's name of block device `dev` ("vda1", "loop0", "dm-0"): the one /proc/fs/jbd2
+/// and /sys/fs/ext4 use. It is in the device's uevent under /sys/dev/block.
+pub fn block_device_name(dev: libc::dev_t) -> Option<String> {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .map(str::to_owned)
+}

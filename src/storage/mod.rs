@@ -92,6 +92,7 @@ impl Store {
             .create(&tmp_path)?;
         let root = open_dir(None, root_path)?;
         let tmp = open_dir(None, &tmp_path)?;
+        let dev = nix::sys::stat::fstat(root.as_raw_fd()).map_err(io::Error::from)?.st_dev;
         let host = crate::node::host_name();
         let mut store = Store {
             root_path: root_path.to_owned(),
@@ -102,7 +103,7 @@ impl Store {
             tmpfile: true,
             sync,
             commit: None,
-            failures: Arc::default(),
+            failures: Arc::new(failures::Failures::new(dev)),
             counter: AtomicU64::new(0),
             deletions: AtomicU64::new(0),
             in_progress: Mutex::new(HashSet::new()),

@@ -133,8 +133,19 @@ impl<'a> Upload<'a> {
         match self.file.as_ref() {
             Some(file) if self.store.sync => {
                 let failures = &self.store.failures;
-                failures.note(file.sync_data().await)?;
-                Ok(failures.check(self.watch)?)
+                let res = failures
+                    .note(file.sync_data().await)
+                    .and_then(|()| failures.check(self.watch));
+                if res.is_err() {
+                    // The client will send these bytes again. Pages whose writeback failed stay
+                    // cached, and ext4 (seen without a journal, Linux 6.18) writes a rewrite of
+                    // them without marking the preallocated blocks written, so the rewrite reads
+                    // back as zeros; dropped, they are mapped afresh (docs/protocol.md,
+                    // "How an upload becomes durable").
+                    // SAFETY: plain syscall on the open partial file.
+                    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+                }
+                Ok(res?)
             }
             Some(_) => Ok(()),
             None => Err(closed()),
