@@ -54,8 +54,8 @@ fn can_mount() -> bool {
     )
 }
 
-/// ext4 without a journal (as on this machine's root) on a loop device whose backing file lives
-/// in a small tmpfs. While `fill` has filled that tmpfs, writing a block the backing file never
+/// ext4 (without a journal as on this machine's root, or with one) on a loop device whose backing
+/// file lives in a small tmpfs. While `fill` has filled that tmpfs, writing a block the backing file never
 /// held fails, so the kernel's writeback of new data gets write errors; `unfill` ends them.
 /// (No device-mapper here to inject errors otherwise.)
 struct FailingExt4 {
@@ -65,12 +65,12 @@ struct FailingExt4 {
 }
 
 impl FailingExt4 {
-    fn new() -> FailingExt4 {
+    fn new(journal: bool) -> FailingExt4 {
         let back = Tmpfs::mount("64m");
         let image = back.path().join("disk.img");
         std::fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
         let made = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-O", "^has_journal"])
+            .args(["-q", "-F", "-O", if journal { "has_journal" } else { "^has_journal" }])
             .arg(&image)
             .status();
         assert!(made.is_ok_and(|s| s.success()), "mkfs.ext4");
@@ -291,34 +291,11 @@ fn deleted_store_answers_503() {
 /// then a resumable upload, whose refused bytes the client sends again.
 #[test]
 fn a_write_error_reported_to_another_uploads_flush_refuses_this_upload_too() {
-    if !can_mount() || !require("losetup and mkfs.ext4", on_path("losetup") && on_path("mkfs.ext4")) {
+    let Some((fs, s, store)) = failing_store(false) else {
         return;
-    }
-    let fs = FailingExt4::new();
-    let store = fs.path().join("store");
-    // Bodies are written 64 KiB at a time (the default chunk would hold the first half back).
-    let s = Server::with_config(&format!("StoreDir = \"{}\"\nChunkSize = 65536", store.display()));
-    upload_fits(&s, &store, 4096, 20);
+    };
     for (size, seed) in [(512 << 10, 21), (2 << 20, 31)] {
-        fs.fill();
-        // Preallocated: its blocks exist in ext4 but were never written to the backing file.
-        let path = unique("half-lost.bin");
-        let body = pattern(size, seed);
-        let (first, rest) = body.split_at(size / 2);
-        let mut c = connect(s.addr);
-        let target = s.put_target(&path, size as u64, None, Proto::V);
-        c.write_all(put_head(&target, size, None, "").as_bytes()).unwrap();
-        c.write_all(first).unwrap();
-        lose_in_writeback(&fs, &s, &store, first);
-        c.write_all(rest).unwrap();
-        let r = read_response(&mut c, false).expect("an answer");
-        if r.status == 201 {
-            assert_on_disk(&store.join(&path), &body, &format!("{size} B, acknowledged"));
-        }
-        assert_eq!(r.status, 500, "{size} B");
-        assert!(!store.join(&path).exists(), "nothing visible");
-        wait_no_temporaries(&s, &store);
-
+        half_lost_put_is_refused(&fs, &s, &store, size, seed);
         goes_in_again(&s, &store, size, seed + 2);
     }
 
@@ -362,6 +339,56 @@ fn a_write_error_reported_to_another_uploads_flush_refuses_this_upload_too() {
         "{}",
         s.log()
     );
+}
+
+/// With a journal the same error aborts it, and ext4 turns read-only: the upload is refused all
+/// the same, and the next ones get 503 until an operator repairs the filesystem.
+#[test]
+fn a_write_error_on_journaled_ext4_refuses_the_upload_and_then_the_store() {
+    let Some((fs, s, store)) = failing_store(true) else {
+        return;
+    };
+    half_lost_put_is_refused(&fs, &s, &store, 512 << 10, 51);
+    let path = unique("after.bin");
+    let body = pattern(4096, 52);
+    assert_eq!(put(&s, &s.put_target(&path, 4096, None, Proto::V), &body, None), 503);
+    assert!(s.wait_log("StoreDir is not writable"), "{}", s.log());
+}
+
+/// A server whose StoreDir is on a fresh `FailingExt4`, writing bodies 64 KiB at a time (the
+/// default chunk would hold a first half back), after one upload that went in.
+fn failing_store(journal: bool) -> Option<(FailingExt4, Server, PathBuf)> {
+    if !can_mount() || !require("losetup and mkfs.ext4", on_path("losetup") && on_path("mkfs.ext4")) {
+        return None;
+    }
+    let fs = FailingExt4::new(journal);
+    let store = fs.path().join("store");
+    let s = Server::with_config(&format!("StoreDir = \"{}\"\nChunkSize = 65536", store.display()));
+    upload_fits(&s, &store, 4096, 20);
+    Some((fs, s, store))
+}
+
+/// An upload of `size` whose first half another upload's flush wrote back and failed on: 500,
+/// nothing visible, no temporary left.
+fn half_lost_put_is_refused(fs: &FailingExt4, s: &Server, store: &Path, size: usize, seed: u64) {
+    fs.fill();
+    // Preallocated: its blocks exist in ext4 but were never written to the backing file.
+    let path = unique("half-lost.bin");
+    let body = pattern(size, seed);
+    let (first, rest) = body.split_at(size / 2);
+    let mut c = connect(s.addr);
+    let target = s.put_target(&path, size as u64, None, Proto::V);
+    c.write_all(put_head(&target, size, None, "").as_bytes()).unwrap();
+    c.write_all(first).unwrap();
+    lose_in_writeback(fs, s, store, first);
+    c.write_all(rest).unwrap();
+    let r = read_response(&mut c, false).expect("an answer");
+    if r.status == 201 {
+        assert_on_disk(&store.join(&path), &body, &format!("{size} B, acknowledged"));
+    }
+    assert_eq!(r.status, 500, "{size} B");
+    assert!(!store.join(&path).exists(), "nothing visible");
+    wait_no_temporaries(s, store);
 }
 
 /// Once the space is back, an upload of `size` goes in and is on the disk. The first may still be
