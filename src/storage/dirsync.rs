@@ -1,13 +1,16 @@
 //! Group commit for directory fsyncs. Every Prosody upload creates a directory in `StoreDir`,
 //! so concurrent uploads all need the same directory made durable: one fsync that starts
 //! after a caller's change covers every caller waiting at that moment, instead of one fsync
-//! each, serialised on the directory's inode lock.
+//! each, serialised on the directory's inode lock. The group is the whole process's, not a
+//! worker's: two fsyncs of one directory at once are not safe on ext4 without a journal, where
+//! the second returns without waiting for a block the first is still writing
+//! (docs/protocol.md, "How an upload becomes durable").
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::sync::{LazyLock, Mutex};
 use std::task::{Poll, Waker};
 
 use super::failures::Failures;
@@ -29,13 +32,10 @@ struct Dir {
     waiters: Vec<Waker>,
 }
 
-thread_local! {
-    // Per worker thread: monoio tasks on one thread never run concurrently, so RefCell suffices.
-    static DIRS: RefCell<HashMap<Key, Dir>> = RefCell::new(HashMap::new());
-}
+static DIRS: LazyLock<Mutex<HashMap<Key, Dir>>> = LazyLock::new(Mutex::default);
 
 /// Make the entries of directory `fd` (identified by `key`) durable,
-/// sharing the fsync with concurrent callers on this worker. A failure is recorded in
+/// sharing the fsync with concurrent callers on every worker. A failure is recorded in
 /// `failures` too: the block it lost may hold entries of callers on other workers.
 pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>, failures: &Failures) -> io::Result<()> {
     let mut caller = Caller { key, running: false };
@@ -74,7 +74,7 @@ pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>, failures: &Failures) -> io::
 }
 
 fn with_dir<R>(key: Key, f: impl FnOnce(&mut Dir) -> R) -> R {
-    DIRS.with(|d| f(d.borrow_mut().entry(key).or_default()))
+    f(crate::sync::lock(&DIRS).entry(key).or_default())
 }
 
 /// Leaves the group on return or cancellation: hands the fsync on if it was ours, and drops
@@ -86,20 +86,22 @@ struct Caller {
 
 impl Drop for Caller {
     fn drop(&mut self) {
-        DIRS.with(|d| {
-            let mut d = d.borrow_mut();
-            let Some(dir) = d.get_mut(&self.key) else { return };
-            if self.running {
-                dir.running = false;
-                for w in dir.waiters.drain(..) {
-                    w.wake();
-                }
-            }
-            dir.callers -= 1;
-            if dir.callers == 0 {
-                d.remove(&self.key);
-            }
-        });
+        let mut d = crate::sync::lock(&DIRS);
+        let Some(dir) = d.get_mut(&self.key) else { return };
+        let mut woken = Vec::new();
+        if self.running {
+            dir.running = false;
+            woken = std::mem::take(&mut dir.waiters);
+        }
+        dir.callers -= 1;
+        if dir.callers == 0 {
+            d.remove(&self.key);
+        }
+        drop(d);
+        // Outside the lock: waking a task on another worker's ring is a syscall.
+        for w in woken {
+            w.wake();
+        }
     }
 }
 
