@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode};
-use nix::unistd::{fsync, unlinkat, UnlinkatFlags};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use super::fsops::open_beneath;
 use super::Store;
@@ -71,7 +71,8 @@ impl Store {
 
     fn sync_dir(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
         if self.sync {
-            self.failures.note(fsync(dir.as_raw_fd()).map_err(io::Error::from))?;
+            let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
+            super::dirsync::sync_dir_blocking((st.st_dev, st.st_ino), dir, &self.failures)?;
         }
         Ok(())
     }

@@ -7,11 +7,11 @@
 //! (docs/protocol.md, "How an upload becomes durable").
 
 use std::collections::HashMap;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::BorrowedFd;
-use std::sync::{LazyLock, Mutex};
-use std::task::{Poll, Waker};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use super::failures::Failures;
 
@@ -38,6 +38,23 @@ static DIRS: LazyLock<Mutex<HashMap<Key, Dir>>> = LazyLock::new(Mutex::default);
 /// sharing the fsync with concurrent callers on every worker. A failure is recorded in
 /// `failures` too: the block it lost may hold entries of callers on other workers.
 pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>, failures: &Failures) -> io::Result<()> {
+    shared(key, failures, || fsync_via_ring(fd)).await
+}
+
+/// `sync_dir` for a thread outside the runtime (the retention thread's deletions): the same
+/// group, so a deletion's fsync never runs beside a worker's; the thread blocks meanwhile.
+/// Never from a worker: the fsync it waits for may be one of its own tasks'.
+pub fn sync_dir_blocking(key: Key, fd: BorrowedFd<'_>, failures: &Failures) -> io::Result<()> {
+    let fsync = || std::future::ready(nix::unistd::fsync(fd.as_raw_fd()).map_err(io::Error::from));
+    block_on(shared(key, failures, fsync))
+}
+
+/// Join the group of directory `key`; run `fsync` if nobody is running one that covers us.
+async fn shared<F: Future<Output = io::Result<()>>>(
+    key: Key,
+    failures: &Failures,
+    fsync: impl FnOnce() -> F,
+) -> io::Result<()> {
     let mut caller = Caller { key, running: false };
     let gen = with_dir(key, |dir| {
         dir.requested += 1;
@@ -65,7 +82,7 @@ pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>, failures: &Failures) -> io::
     caller.running = true;
     // It covers everyone who asked before it started.
     let target = with_dir(key, |dir| dir.requested);
-    let res = failures.note(fsync_via_ring(fd).await);
+    let res = failures.note(fsync().await);
     with_dir(key, |dir| {
         dir.done = target;
         dir.last_error = res.as_ref().err().map(|e| e.raw_os_error().unwrap_or(libc::EIO));
@@ -105,6 +122,25 @@ impl Drop for Caller {
     }
 }
 
+/// Poll `f` on this thread, parking it until woken.
+fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
 /// fsync through the ring without giving up ownership of `fd`.
 async fn fsync_via_ring(fd: BorrowedFd<'_>) -> io::Result<()> {
     // Our own copy for monoio to close when done.
@@ -112,4 +148,30 @@ async fn fsync_via_ring(fd: BorrowedFd<'_>) -> io::Result<()> {
     let res = file.sync_all().await;
     let _ = file.close().await;
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn blocking_callers_share_the_group_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        let key = (meta.dev(), meta.ino());
+        let failures = Failures::new(meta.dev());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let fd = std::fs::File::open(dir.path()).unwrap();
+                    for _ in 0..50 {
+                        sync_dir_blocking(key, fd.as_fd(), &failures).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(!crate::sync::lock(&DIRS).contains_key(&key));
+    }
 }
