@@ -219,14 +219,13 @@ VirtualHost "localhost"
     );
     let cfg = dir.join("prosody.cfg.lua");
     std::fs::write(&cfg, config).expect("write prosody config");
-    let mut cmd = match clock {
-        Some(offset) => {
-            let mut c = Command::new("faketime");
-            c.args(["-f", offset, "prosody"]);
-            c
-        }
-        None => Command::new("prosody"),
-    };
+    let mut cmd = Command::new("prosody");
+    if let Some(offset) = clock {
+        // What the faketime wrapper sets, set here: the wrapper would stay Prosody's parent,
+        // and killing it left Prosody running.
+        cmd.env("LD_PRELOAD", "/usr/$LIB/faketime/libfaketime.so.1")
+            .env("FAKETIME", offset);
+    }
     let child = cmd
         .arg("--config")
         .arg(&cfg)
