@@ -71,8 +71,7 @@ impl Store {
 
     fn sync_dir(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
         if self.sync {
-            let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
-            super::dirsync::sync_dir_blocking((st.st_dev, st.st_ino), dir, &self.failures)?;
+            super::dirsync::sync_dir_blocking(dir, &self.failures)?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use super::failures::Failures;
 
 /// A directory: (device, inode).
-pub type Key = (u64, u64);
+type Key = (u64, u64);
 
 #[derive(Default)]
 struct Dir {
@@ -34,19 +34,25 @@ struct Dir {
 
 static DIRS: LazyLock<Mutex<HashMap<Key, Dir>>> = LazyLock::new(Mutex::default);
 
-/// Make the entries of directory `fd` (identified by `key`) durable,
-/// sharing the fsync with concurrent callers on every worker. A failure is recorded in
-/// `failures` too: the block it lost may hold entries of callers on other workers.
-pub async fn sync_dir(key: Key, fd: BorrowedFd<'_>, failures: &Failures) -> io::Result<()> {
-    shared(key, failures, || fsync_via_ring(fd)).await
+/// Make the entries of directory `fd` durable, sharing the fsync with concurrent callers on
+/// every worker. A failure is recorded in `failures` too: the block it lost may hold entries
+/// of callers on other workers.
+pub async fn sync_dir(fd: BorrowedFd<'_>, failures: &Failures) -> io::Result<()> {
+    shared(key(fd)?, failures, || fsync_via_ring(fd)).await
 }
 
 /// `sync_dir` for a thread outside the runtime (the retention thread's deletions): the same
 /// group, so a deletion's fsync never runs beside a worker's; the thread blocks meanwhile.
 /// Never from a worker: the fsync it waits for may be one of its own tasks'.
-pub fn sync_dir_blocking(key: Key, fd: BorrowedFd<'_>, failures: &Failures) -> io::Result<()> {
+pub fn sync_dir_blocking(fd: BorrowedFd<'_>, failures: &Failures) -> io::Result<()> {
     let fsync = || std::future::ready(nix::unistd::fsync(fd.as_raw_fd()).map_err(io::Error::from));
-    block_on(shared(key, failures, fsync))
+    block_on(shared(key(fd)?, failures, fsync))
+}
+
+/// The group a directory belongs to: its (device, inode).
+fn key(fd: BorrowedFd<'_>) -> io::Result<Key> {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// Join the group of directory `key`; run `fsync` if nobody is running one that covers us.
@@ -167,7 +173,7 @@ mod tests {
                 s.spawn(|| {
                     let fd = std::fs::File::open(dir.path()).unwrap();
                     for _ in 0..50 {
-                        sync_dir_blocking(key, fd.as_fd(), &failures).unwrap();
+                        sync_dir_blocking(fd.as_fd(), &failures).unwrap();
                     }
                 });
             }

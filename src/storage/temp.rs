@@ -130,8 +130,7 @@ impl Store {
             self.remove_part(id);
             return Err(e);
         }
-        let st = nix::sys::stat::fstat(self.tmp.as_raw_fd()).map_err(io::Error::from)?;
-        dirsync::sync_dir((st.st_dev, st.st_ino), self.tmp.as_fd(), &self.failures).await?;
+        dirsync::sync_dir(self.tmp.as_fd(), &self.failures).await?;
         Ok(())
     }
 

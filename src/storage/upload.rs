@@ -158,10 +158,6 @@ impl<'a> Upload<'a> {
     /// store's flushes reported meanwhile refuses it, before the link if it came by then.
     pub async fn publish(mut self, path: &StorePath, size: u64) -> Result<()> {
         let store = self.store;
-        let durable = || match store.sync {
-            true => store.failures.check(self.watch),
-            false => Ok(()),
-        };
         let file = self.file.take().ok_or_else(closed)?;
         let fd = file.as_raw_fd();
         // Data and inode durable before the name appears.
@@ -184,7 +180,7 @@ impl<'a> Upload<'a> {
                 parents::open(store.root.as_fd(), &dirs, store.modes.dir)?
             }
         };
-        durable()?;
+        store.failures.check(self.watch)?;
         tracing::debug!(
             size,
             sync_ms = started.elapsed().as_millis() as u64,
@@ -211,11 +207,10 @@ impl<'a> Upload<'a> {
             g.commit().await;
         } else if store.sync {
             for dir in parents.changed() {
-                let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
-                dirsync::sync_dir((st.st_dev, st.st_ino), dir, &store.failures).await?;
+                dirsync::sync_dir(dir, &store.failures).await?;
             }
         }
-        Ok(durable()?)
+        Ok(store.failures.check(self.watch)?)
     }
 }
 
