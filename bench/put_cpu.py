@@ -12,10 +12,12 @@ targets (a new directory per upload, as bench.py's PUT load), drives it with wrk
 of each of its threads from /proc/<pid>/task/*/stat before and after. Printed per run: req/s,
 p50, the server's CPU µs per upload in all and by thread name (workers, group-commit,
 retention, iou-wrk: io_uring's helpers), the whole machine's busy CPU per upload (the client
-and the kernel's flusher threads included) and how idle the machine was. CPU per upload moves
+and the kernel's flusher threads included), how idle the machine was, and the KiB written to
+the store's disk per request (/sys/dev/block/*/stat). CPU per upload moves
 far less with this machine's mood than req/s does: a change that removes work shows there
-even when throughput is inside the noise. Stores are left in /var/tmp/put-cpu-*; remove them
-at least 30 s before a measured run (docs/benchmarks.md, the trap with deleted inodes).
+even when throughput is inside the noise. Stores are left in /var/tmp/put-cpu-*; removing them
+slows the next run's inode allocations unless the caches are dropped first, which this script
+does when it starts (bench.forget_deleted_inodes).
 """
 import argparse
 import collections
@@ -65,6 +67,7 @@ def main():
     what = "GET" if a.get else "upload"
     tag = int(time.time())
     runs = collections.defaultdict(list)
+    bench.forget_deleted_inodes()
     for rep in range(a.reps):
         for i, binary in enumerate(bins):
             store, work = f"/var/tmp/put-cpu-{i}", "/var/tmp/put-cpu-work"
@@ -92,12 +95,12 @@ def main():
                         f.write(peer.target(f"c{tag}-{rep}-{i}-{k:07x}/f.bin", bench.SMALL) + "\n")
             os.sync()
             try:
-                t0, m0 = thread_ticks(peer.pids()), machine()
+                t0, m0, d0 = thread_ticks(peer.pids()), machine(), bench.disk_stat(store)
                 if a.get:
                     r = bench.wrk(peer, "get.lua", pool, 64, a.seconds, 1)
                 else:
                     r = bench.wrk(peer, "put.lua", pool, 64, a.seconds, 1, [bench.SMALL])
-                t1, m1 = thread_ticks(peer.pids()), machine()
+                t1, m1, d1 = thread_ticks(peer.pids()), machine(), bench.disk_stat(store)
             finally:
                 peer.proc.terminate()
                 peer.proc.wait()
@@ -109,10 +112,12 @@ def main():
             idle = dm[3] / sum(dm) * 100
             busy = (sum(dm) - dm[3] - dm[4]) / HZ * 1e6 / n  # iowait is idle too
             total = sum(per.values())
+            # Sectors written (field 7) per request: what reached the disk, the index included.
+            disk = f", disk {(d1[6] - d0[6]) / 2 / n:.1f} KiB/{what}" if d0 and d1 else ""
             runs[binary].append((r["rps"], total, busy))
             threads = " ".join(f"{k}={v:.1f}" for k, v in sorted(per.items(), key=lambda x: -x[1]) if v >= 1)
             print(f"{binary}: {r['rps']:.0f} req/s, p50 {r['p50_us']} µs, p99 {r['p99_us']} µs, server CPU {total:.1f} µs/{what} "
-                  f"({threads}), machine busy {busy:.1f} µs/{what}, idle {idle:.0f} %", flush=True)
+                  f"({threads}), machine busy {busy:.1f} µs/{what}, idle {idle:.0f} %{disk}", flush=True)
     for binary, v in runs.items():
         print(f"{binary}: median {statistics.median(x[0] for x in v):.0f} req/s, "
               f"{statistics.median(x[1] for x in v):.1f} µs of server CPU and "
