@@ -115,14 +115,15 @@ class Ours(Peer):
 
     # The idle workload holds --idle connections beside the load's: above the default
     # MaxConnections (10,000), which would answer the load 503.
-    def __init__(self, name, port, store, workdir, sync, workers, extra="MaxConnections = 50000\n", binary=BIN):
+    def __init__(self, name, port, store, workdir, sync, workers, extra="MaxConnections = 50000\n", binary=BIN,
+                 log_level="info"):
         super().__init__(name, port, store)
         self.binary = binary
         self.cfg = os.path.join(workdir, f"{name}.toml")
         with open(self.cfg, "w") as f:
             f.write(
                 f'ListenPort = "127.0.0.1:{port}"\nSecret = "{SECRET}"\nStoreDir = "{store}"\n'
-                f'LogFile = "{workdir}/{name}.log"\nLogLevel = "info"\nUploadMaxSize = "4GB"\n'
+                f'LogFile = "{workdir}/{name}.log"\nLogLevel = "{log_level}"\nUploadMaxSize = "4GB"\n'
                 f"SyncWrites = {'true' if sync else 'false'}\nWorkers = {workers}\n{extra}"
             )
 
@@ -166,7 +167,7 @@ def forget_deleted_inodes():
     again, as it is once new inodes go into the same block (fs/ext4/ialloc.c,
     recently_deleted), and it looks at each such inode's block in the buffer cache to know;
     a block that is not cached counts as written. Without this, whichever peer's directories
-    land in the block groups of the deleted files runs at a third of its speed for minutes
+    land in the block groups of the deleted files runs several times slower for minutes
     (docs/benchmarks.md, "A trap when measuring small uploads")."""
     os.sync()
     try:
@@ -256,6 +257,15 @@ def small_fsync_floor(dst_dir, seconds):
     return rate
 
 
+def write_pool(peer, path, prefix, n, size, kind="f.bin"):
+    """Write n fresh PUT targets to `path`, one per line: a new directory each, as Prosody makes
+    one per upload, named `<prefix>-<i>`."""
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(peer.target(f"{prefix}-{i:07x}/{kind}", size) + "\n")
+    return path
+
+
 def upload_all(peer, targets, body):
     """Setup uploads over one keep-alive connection; every one must succeed."""
     import http.client
@@ -303,10 +313,7 @@ class Suite:
         """n fresh targets (new directory each, as Prosody makes one per upload)."""
         self.seq += 1
         path = os.path.join(self.work, f"pool-{peer.name}-{self.seq}.txt")
-        with open(path, "w") as f:
-            for i in range(n):
-                f.write(peer.target(f"b{self.seq}-{i:07x}/{kind}", size) + "\n")
-        return path
+        return write_pool(peer, path, f"b{self.seq}", n, size, kind)
 
     def put_load(self, peer, conns, seconds):
         expect = int(self.a.max_rps * seconds)

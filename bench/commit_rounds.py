@@ -27,20 +27,13 @@ def run(binary, store, seconds, tag):
     work = "/var/tmp/commit-rounds-work"
     os.makedirs(store, exist_ok=True)
     os.makedirs(work, exist_ok=True)
-    peer = bench.Ours("r", 18499, store, work, True, os.cpu_count(), binary=binary)
+    peer = bench.Ours("r", 18499, store, work, True, os.cpu_count(), binary=binary, log_level="debug")
     log = os.path.join(work, "r.log")
     if os.path.exists(log):
         os.remove(log)
-    with open(peer.cfg) as f:
-        cfg = f.read().replace('LogLevel = "info"', 'LogLevel = "debug"')
-    with open(peer.cfg, "w") as f:
-        f.write(cfg)
     peer.start()
     time.sleep(0.5)
-    pool = os.path.join(work, "pool.txt")
-    with open(pool, "w") as f:
-        for k in range(60000 * seconds):
-            f.write(peer.target(f"r{tag}-{k:07x}/f.bin", bench.SMALL) + "\n")
+    pool = bench.write_pool(peer, os.path.join(work, "pool.txt"), f"r{tag}", 60000 * seconds, bench.SMALL)
     try:
         r = bench.wrk(peer, "put.lua", pool, 64, seconds, 1, [bench.SMALL])
     finally:

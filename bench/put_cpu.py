@@ -90,9 +90,7 @@ def main():
                 with open(pool, "w") as f:
                     f.writelines(t.split("?")[0] + "\n" for t in targets)
             else:
-                with open(pool, "w") as f:
-                    for k in range(60000 * a.seconds):
-                        f.write(peer.target(f"c{tag}-{rep}-{i}-{k:07x}/f.bin", bench.SMALL) + "\n")
+                bench.write_pool(peer, pool, f"c{tag}-{rep}-{i}", 60000 * a.seconds, bench.SMALL)
             os.sync()
             try:
                 t0, m0, d0 = thread_ticks(peer.pids()), machine(), bench.disk_stat(store)
